@@ -1,0 +1,47 @@
+"""`python -m probe [encoder=NAME] [dataset=NAME] [probe=NAME] [stage=...]`: one run, one result."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from probe.errors import ProbeError
+
+log = logging.getLogger("probe")
+# configs/ sits beside the package at the repo root; an absolute path makes Hydra find it
+# whatever the working directory is (editable installs run from anywhere).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+REAL_COMMAND = "python -m probe encoder=mlcd_l14 dataset=cifar100"
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from probe.run import run
+
+    try:
+        record = run(cfg)
+    except ProbeError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    if record is None:
+        log.info("stage=extract done: features cached under %s", cfg.cache_dir)
+        return
+    log.info(
+        "%s on %s: %s %.2f%% at C=%.3g (%s; n_train=%d n_val=%d n_test=%d; "
+        "extract %.1fs, probe %.1fs) -> %s",
+        record["encoder"], record["dataset"], record["metric"], record["score"], record["C"],
+        record["backend"], record["n_train"], record["n_val"], record["n_test"],
+        record["seconds"]["extract"], record["seconds"]["probe"], record["path"],
+    )  # fmt: skip
+    if cfg.encoder.name == "pixels":
+        log.info("next, a real encoder (downloads weights and data): %s", REAL_COMMAND)
+
+
+if __name__ == "__main__":
+    if not Path(CONFIG_DIR).is_dir():
+        sys.exit(f"probe: configs/ not found at {CONFIG_DIR}; install with `pip install -e .`")
+    main()

@@ -1,0 +1,109 @@
+"""The dataset abstraction every family (digits, torchvision, image folders, hub copies) yields.
+
+A dataset is a set of *source splits* (the splits that exist on disk: `train`, `test`, and
+`val` where the dataset has an official one). Features are cached per source split; the
+protocol carves a validation split out of `train` afterwards, so changing the carve never
+re-extracts anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METRICS = ("top1", "mean_per_class")
+
+
+@dataclass
+class Split:
+    """One source split: a list of items and their integer labels.
+
+    `load(item)` turns an item (a path, an index, an array row) into what the encoder's
+    transform takes (a PIL image, or a feature vector for precomputed features). `ids` name
+    the samples stably (relative paths, indices) so the cache can tell two copies apart.
+    """
+
+    items: Sequence[Any]
+    labels: np.ndarray
+    load: Callable[[Any], Any]
+    ids: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.items) != len(self.labels):
+            raise ValueError(f"{len(self.items)} items but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def content_hash(self) -> str:
+        """A digest of the sample ids and labels: the cache checks it before trusting rows."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        ids = self.ids if self.ids is not None else range(len(self.labels))
+        for i in ids:
+            h.update(str(i).encode())
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+@dataclass
+class ValSpec:
+    """Where validation comes from: the official split, or a stratified carve from train."""
+
+    source: str = "carve"  # "official" or "carve"
+    fraction: float | None = 0.2
+    count: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> ValSpec:
+        from probe.errors import ProbeError
+
+        cfg = dict(cfg or {})
+        spec = cls(**{k: cfg[k] for k in ("source", "fraction", "count", "seed") if k in cfg})
+        if spec.source not in ("official", "carve"):
+            raise ProbeError(
+                f"dataset.val.source={spec.source!r} is not valid; use 'official' or 'carve'"
+            )
+        if spec.source == "carve" and spec.count is None:
+            if spec.fraction is None or not 0 < float(spec.fraction) < 1:
+                raise ProbeError(
+                    f"dataset.val.fraction={spec.fraction!r} must be in (0, 1), e.g. 0.2"
+                )
+        return spec
+
+
+@dataclass
+class ImageDataset:
+    """What a dataset family returns: named source splits plus the protocol's metadata."""
+
+    name: str
+    num_classes: int
+    metric: str
+    splits: dict[str, Split]
+    val: ValSpec = field(default_factory=ValSpec)
+    classes: list[str] | None = None
+    expected_sizes: dict[str, int] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from probe.errors import ProbeError
+
+        if self.metric not in METRICS:
+            raise ProbeError(
+                f"dataset.metric={self.metric!r} is not known; allowed: {', '.join(METRICS)}"
+            )
+        for needed in ("train", "test"):
+            if needed not in self.splits:
+                raise ValueError(f"dataset {self.name} has no {needed!r} split")
+        if self.val.source == "official" and "val" not in self.splits:
+            raise ValueError(f"dataset {self.name} declares an official val split but has none")
+
+    @property
+    def source_splits(self) -> list[str]:
+        return [s for s in ("train", "val", "test") if s in self.splits]

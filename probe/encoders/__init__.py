@@ -1,0 +1,9 @@
+"""Encoder families. Each config in `configs/encoder/` names one family's `build` via `_target_`.
+
+A family's `build(**cfg, device=..., dtype=...)` returns an `Encoder`: a per-image
+`transform` (run in DataLoader workers) and a batched `embed` (run on the device).
+"""
+
+from probe.encoders.base import Encoder
+
+__all__ = ["Encoder"]

@@ -1,0 +1,68 @@
+"""The result record: one JSON file per (encoder, dataset) run."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from probe import __version__
+from probe.cache import write_json_atomic
+
+REQUIRED_FIELDS = (
+    "encoder", "dataset", "metric", "score", "C", "search", "n_train", "n_val", "n_test",
+    "num_classes", "feature_dim", "backend", "seconds", "features", "config", "versions",
+    "git", "created",
+)  # fmt: skip
+
+
+def result_path(results_dir: str | Path, encoder: str, dataset: str) -> Path:
+    return Path(results_dir).expanduser() / encoder / f"{dataset}.json"
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"probe": __version__, "python": platform.python_version()}
+    for mod, key in (
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("sklearn", "scikit-learn"),
+    ):
+        try:
+            out[key] = __import__(mod).__version__
+        except ImportError:
+            out[key] = None
+    return out
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The harness's commit when it runs from a git checkout (editable installs), else None."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dirty = subprocess.run(
+        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, timeout=5,
+    ).stdout.strip()  # fmt: skip
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def write_result(path: Path, record: dict[str, Any]) -> Path:
+    record = {**record, "versions": versions(), "git": git_commit(), "created": now_iso()}
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:  # a programming error, not a user one
+        raise ValueError(f"result record lacks {missing}")
+    write_json_atomic(path, record)
+    return path
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

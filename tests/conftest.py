@@ -1,0 +1,43 @@
+"""Shared test helpers: compose the real configs/ with Hydra, run the real pipeline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+
+
+def config_names(group: str) -> list[str]:
+    """Every config file of a group: a new file is tested the moment it exists."""
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> list[str]:
+    """Overrides that keep a run's cache and results inside the test's temp dir."""
+    return [
+        f"cache_dir={tmp_path / 'cache'}",
+        f"results_dir={tmp_path / 'results'}",
+        f"data_root={tmp_path / 'data'}",
+    ]
+
+
+def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None):
+    """`python -m probe ARGS` in a subprocess, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "probe", *args],
+        capture_output=True, text=True, cwd=cwd or REPO, env=full_env, timeout=600,
+    )  # fmt: skip
