@@ -36,7 +36,8 @@ def dirs(tmp_path: Path) -> list[str]:
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None):
     """`python -m probe ARGS` in a subprocess, as a user runs it."""
-    full_env = {**os.environ, **(env or {})}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "probe", *args],
         capture_output=True, text=True, cwd=cwd or REPO, env=full_env, timeout=600,
