@@ -1,0 +1,238 @@
+"""A table's numbers: result JSONs and published CSVs matched cell by cell.
+
+A table config names rows and columns, one of them encoders and the other datasets; each
+(row, column) cell holds our score for that (encoder, dataset), the published one and their
+difference. Results come from `{results_dir}/{encoder}/{dataset}.json` files; the fields
+inside the file (not its path) say which cell it fills. A file that claims a cell another
+file already claims is an error; a result scored with another metric than the protocol's for
+its dataset is refused (listed, never mixed in).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from probe.errors import ProbeError
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+DATASET_CONFIGS = REPO / "configs" / "dataset"
+PUBLISHED_DIR = REPO / "results" / "published"
+# top-level folders of a results dir that hold no result JSONs
+NOT_RESULTS = frozenset({"logs", "tables", "published", "tasks", "multirun", "outputs"})
+PUBLISHED_COLUMNS = ("encoder", "dataset", "metric", "score", "source")
+KEYS = ("encoder", "dataset")
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    title: str
+    row_key: str  # "dataset" or "encoder"; columns are the other
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    bold: str  # "row": best across columns in each row; "column": best down each column
+    labels: dict[str, str]
+    published: str
+    grid: str | None
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> Layout:
+        t = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+        row_key, col_key = t["rows"]["key"], t["columns"]["key"]
+        if {row_key, col_key} != set(KEYS):
+            raise ProbeError(
+                f"table {t.get('name')!r}: rows.key={row_key!r} and columns.key={col_key!r} "
+                "must be `dataset` and `encoder`, one each"
+            )
+        if t.get("bold", "row") not in ("row", "column"):
+            raise ProbeError(f"table {t['name']!r}: bold={t['bold']!r}; use row or column")
+        return cls(
+            name=t["name"],
+            title=t.get("title") or t["name"],
+            row_key=row_key,
+            rows=tuple(t["rows"]["values"]),
+            cols=tuple(t["columns"]["values"]),
+            bold=t.get("bold", "row"),
+            labels=dict(t.get("labels") or {}),
+            published=t["published"],
+            grid=t.get("grid"),
+        )
+
+    def cell_key(self, row: str, col: str) -> tuple[str, str]:
+        """(encoder, dataset) of a cell."""
+        return (col, row) if self.row_key == "dataset" else (row, col)
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, name)
+
+
+@dataclass
+class Result:
+    encoder: str
+    dataset: str
+    metric: str
+    score: float
+    path: Path
+
+
+@dataclass
+class Published:
+    score: float
+    metric: str
+    source: str
+    note: str = ""
+
+
+@dataclass
+class Cell:
+    ours: float | None = None
+    published: float | None = None
+
+    @property
+    def diff(self) -> float | None:
+        if self.ours is None or self.published is None:
+            return None
+        return self.ours - self.published
+
+
+@dataclass
+class TableData:
+    layout: Layout
+    cells: dict[tuple[str, str], Cell]
+    missing: list[tuple[str, str, str]] = field(default_factory=list)  # encoder, dataset, cmd
+    refused: list[str] = field(default_factory=list)
+    bad_files: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _parse_result(path: Path) -> tuple[Result | None, str | None]:
+    """(result, None), (None, why it is unreadable), or (None, None) for non-result JSON."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"{path}: not readable JSON ({err})"
+    if not isinstance(data, dict) or not all(k in data for k in KEYS):
+        return None, None
+    score = data.get("score")
+    if not isinstance(score, (int, float)) or isinstance(score, bool) or "metric" not in data:
+        return None, f"{path}: a result without a numeric `score` and a `metric`"
+    enc, ds, metric = (str(data[k]) for k in ("encoder", "dataset", "metric"))
+    return Result(enc, ds, metric, float(score), path), None
+
+
+def scan_results(results_dirs: list[str | Path]) -> tuple[list[Result], list[str]]:
+    """Every `{dir}/{encoder}/{dataset}.json` result, and the unreadable ones (as messages)."""
+    results, bad = [], []
+    for root in map(lambda d: Path(d).expanduser(), results_dirs):
+        if not root.is_dir():
+            log.warning("results dir %s does not exist: no results read from it", root)
+            continue
+        for path in sorted(root.glob("*/*.json")):
+            top = path.parent.name
+            if top in NOT_RESULTS or top.startswith(".") or path.name.startswith("."):
+                continue
+            res, why = _parse_result(path)
+            if res is not None:
+                results.append(res)
+            elif why is not None:
+                bad.append(why)
+    return results, bad
+
+
+def read_published(path: str | Path) -> dict[tuple[str, str], Published]:
+    """A published CSV: `encoder,dataset,metric,score,source[,note]`; `#` lines are comments."""
+    path = Path(path)
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    except OSError as err:
+        raise ProbeError(f"published numbers {path}: {err}; check published_dir") from err
+    reader = csv.DictReader(lines)
+    missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ProbeError(f"{path} lacks column(s) {missing}; needs {', '.join(PUBLISHED_COLUMNS)}")
+    out: dict[tuple[str, str], Published] = {}
+    for i, row in enumerate(reader, start=2):
+        try:
+            score = float(row["score"])
+        except (TypeError, ValueError):
+            raise ProbeError(f"{path}: row {i} has score {row['score']!r}, not a number") from None
+        if not (row.get("source") or "").strip():
+            raise ProbeError(f"{path}: row {i} names no source; every published number needs one")
+        out[(row["encoder"], row["dataset"])] = Published(
+            score=score, metric=row["metric"], source=row["source"], note=row.get("note") or ""
+        )
+    return out
+
+
+def protocol_metric(dataset: str, published: dict[tuple[str, str], Published]) -> str | None:
+    """The dataset's metric: its config file's when there is one, else the published CSV's."""
+    cfg_file = DATASET_CONFIGS / f"{dataset}.yaml"
+    if cfg_file.is_file():
+        metric = OmegaConf.load(cfg_file).get("metric")
+        if metric:
+            return str(metric)
+    return next((p.metric for (_, d), p in published.items() if d == dataset), None)
+
+
+def fill_command(encoder: str, dataset: str, results_dir: str | Path) -> str:
+    args = [f"encoder={encoder}", f"dataset={dataset}"]
+    if str(results_dir) != "results":
+        args.append(f"results_dir={results_dir}")
+    return "python -m probe " + shlex.join(args)
+
+
+def _claims(layout: Layout, results: list[Result]) -> dict[tuple[str, str], Result]:
+    """The result of each cell of the table; two files for one cell is an error."""
+    wanted = {layout.cell_key(r, c) for r in layout.rows for c in layout.cols}
+    claims: dict[tuple[str, str], Result] = {}
+    for res in results:
+        key = (res.encoder, res.dataset)
+        if key not in wanted:
+            continue
+        if key in claims:
+            raise ProbeError(
+                f"two results for {res.encoder} on {res.dataset}: {claims[key].path} and "
+                f"{res.path}. Delete or move one (or drop one of the results dirs)."
+            )
+        claims[key] = res
+    return claims
+
+
+def build_table(
+    layout: Layout, *, results_dirs: list[str | Path], published_dir: str | Path | None = None
+) -> TableData:
+    published = read_published(Path(published_dir or PUBLISHED_DIR) / layout.published)
+    results, bad = scan_results(results_dirs)
+    claims = _claims(layout, results)
+    table = TableData(layout=layout, cells={}, bad_files=bad)
+    for row in layout.rows:
+        for col in layout.cols:
+            enc, ds = layout.cell_key(row, col)
+            pub, res = published.get((enc, ds)), claims.get((enc, ds))
+            cell = table.cells[(row, col)] = Cell(published=pub.score if pub else None)
+            metric = protocol_metric(ds, published)
+            if res is not None and metric is not None and res.metric != metric:
+                table.refused.append(
+                    f"{res.path}: scored with {res.metric}, but the protocol's metric for "
+                    f"{ds} is {metric}; rerun it: `{fill_command(enc, ds, results_dirs[0])}`"
+                )
+                res = None
+            if res is None:
+                table.missing.append((enc, ds, fill_command(enc, ds, results_dirs[0])))
+            else:
+                cell.ours = res.score
+            if pub and pub.source not in table.sources:
+                table.sources.append(pub.source)
+            if pub and pub.note:
+                table.notes.append(f"{layout.label(enc)} on {layout.label(ds)}: {pub.note}")
+    return table
