@@ -125,13 +125,14 @@ def sbatch_command(task_file: Path, n: int, *, parallel: int, force: bool) -> st
     )
 
 
-def make_grid(cfg: DictConfig) -> tuple[Path | None, list[Run], list[Run]]:
-    """Expand, check and write the task file; returns (task file or None, todo, done)."""
+def make_grid(cfg: DictConfig) -> tuple[Path, list[Run], list[Run]]:
+    """Expand, check and write the task file; returns (task file, todo, done).
+
+    With nothing to do the file is written empty, so a stale one cannot be resubmitted.
+    """
     extra = shlex.split(str(cfg.get("extra") or ""))
     runs = resolve_runs(expand(cfg.grid, extra=extra), results_dir=cfg.results_dir)
     todo, done = plan(runs, force=bool(cfg.force))
-    if not todo:
-        return None, todo, done
     name = cfg.grid.get("name") or "grid"
     task_file = Path(cfg.tasks_dir).expanduser().resolve() / f"{name}.txt"
     return write_tasks(task_file, todo), todo, done
@@ -145,7 +146,7 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", err)
         sys.exit(2)
     name = cfg.grid.get("name")
-    if task_file is None:
+    if not todo:
         print(f"grid {name}: all {len(done)} results exist; nothing to submit (force=true reruns)")
         return
     print(f"grid {name}: {len(todo)} runs to do, {len(done)} already done -> {task_file}")

@@ -1,0 +1,177 @@
+"""Tables from hand-written result JSONs: values, bold, dashes, refusals, duplicates, files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, REPO, config_names
+from hydra import compose, initialize_config_dir
+
+from probe.errors import ProbeError
+from probe.table import make_table
+from probe.tables.data import PUBLISHED_DIR, Layout, protocol_metric, read_published
+
+MLCD = read_published(PUBLISHED_DIR / "mlcd_linear_probe.csv")
+
+
+def table_cfg(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="probe_table", overrides=[f"table={name}", *overrides])
+
+
+def write(path: Path, record: dict | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    return path
+
+
+def result(encoder: str, dataset: str, score: float, metric: str = "top1") -> dict:
+    return {"encoder": encoder, "dataset": dataset, "metric": metric, "score": score, "C": 1.0}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A results dir as runs leave it, plus the clutter the table must step over."""
+    root = tmp_path / "results"
+    write(root / "mlcd_l14" / "food101.json", result("mlcd_l14", "food101", 96.456))
+    write(root / "clip_l14" / "food101.json", result("clip_l14", "food101", 97.0))
+    write(root / "mlcd_l14" / "cifar10.json", result("mlcd_l14", "cifar10", 98.0))
+    write(root / "clip_l14" / "cifar10.json", result("clip_l14", "cifar10", 98.0))  # a tie
+    write(root / "mlcd_l14" / "pets.json", result("mlcd_l14", "pets", 90.0, metric="top1"))
+    write(root / "clip_l14" / "pets.json", result("clip_l14", "pets", 91.0, "mean_per_class"))
+    write(root / "clip_l14" / "dtd.json", '{"encoder": "clip_l14", "dataset": "dt')  # truncated
+    write(root / "clip_l14" / "notes.json", {"comment": "not a result"})
+    write(root / "logs" / "stale.json", result("mlcd_l14", "dtd", 1.0))  # would be duplicates
+    write(root / "tables" / "stale.json", result("mlcd_l14", "dtd", 1.0))
+    write(root / "pixels" / "digits.json", result("pixels", "digits", 95.0))  # not in the table
+    return root
+
+
+def md_row(markdown: str, label: str) -> list[str]:
+    line = next(ln for ln in markdown.splitlines() if ln.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_linear_probe_table_values_bold_dashes(results: Path) -> None:
+    table, paths, md = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+    pub = {k: f"{v.score:.2f}" for k, v in MLCD.items()}
+    diff = f"{96.456 - MLCD[('mlcd_l14', 'food101')].score:+.2f}"
+    # MLCD ours, published, diff | CLIP ours, published, diff; bold: best of ours / of published
+    best_pub = max(("mlcd_l14", "clip_l14"), key=lambda e: MLCD[(e, "food101")].score)
+    food = md_row(md, "Food101")
+    assert [food[1], food[2].strip("*"), food[3]] == ["96.46", pub[("mlcd_l14", "food101")], diff]
+    assert food[4] == "**97.00**" and food[5].strip("*") == pub[("clip_l14", "food101")]
+    bold_pub, plain_pub = (2, 5) if best_pub == "mlcd_l14" else (5, 2)
+    assert food[bold_pub].startswith("**") and not food[plain_pub].startswith("**")
+    assert md_row(md, "CIFAR-10")[1] == md_row(md, "CIFAR-10")[4] == "**98.00**"  # both tie
+    assert md_row(md, "SUN397")[1] == md_row(md, "SUN397")[4] == "-"
+    # wrong metric refused (pets is mean per class), the right one kept
+    pets = md_row(md, "Oxford-IIIT Pets")
+    assert pets[1] == "-" and pets[4] == "91.00"
+    assert re.search(r"mlcd_l14/pets\.json: scored with top1, .* pets is mean_per_class", md)
+    # missing cells listed with the command that fills each
+    assert "- clip_l14 on sun397: `python -m probe encoder=clip_l14 dataset=sun397 " in md
+    assert f"results_dir={results}`" in md
+    assert "python -m probe.grid grid=mlcd_linear_probe" in md
+    assert len(table.missing) == 24 - 5
+    # the truncated file is listed, not fatal; clutter outside results is ignored
+    assert "clip_l14/dtd.json: not readable JSON" in md and "notes.json" not in md
+    assert md_row(md, "DTD")[1] == "-" and "stale.json" not in md
+    assert len(table.sources) == 2 and all(s in md for s in table.sources)
+    assert paths["md"].read_text() == md
+
+
+def test_csv_tex_png_written(results: Path) -> None:
+    _, paths, _ = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+    assert set(paths) == {"md", "csv", "tex", "png"}
+    assert all(p.parent == results / "tables" for p in paths.values())
+    rows = {r["dataset"]: r for r in csv.DictReader(paths["csv"].open())}
+    assert list(rows)[:3] == ["food101", "cifar10", "cifar100"] and len(rows) == 12
+    assert rows["food101"]["mlcd_l14"] == "96.46" and rows["sun397"]["mlcd_l14"] == ""
+    assert float(rows["imagenet"]["mlcd_l14_published"]) == MLCD[("mlcd_l14", "imagenet")].score
+    tex = paths["tex"].read_text()
+    assert r"Food101 & 96.46 & " in tex and r"\textbf{97.00}" in tex
+    assert r"SUN397 & -- & " in tex and r"\begin{tabular}{lrrrrrr}" in tex
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not list(results.glob("tables/.*.tmp"))
+
+
+def test_duplicates_across_results_dirs_name_both_files(results: Path, tmp_path: Path) -> None:
+    other = tmp_path / "more"
+    dup = write(other / "clip_l14" / "food101.json", result("clip_l14", "food101", 50.0))
+    overrides = [f"results_dir={results}", f"extra_results_dirs=[{other}]"]
+    cfg = table_cfg("mlcd_linear_probe", overrides)
+    with pytest.raises(ProbeError, match="two results for clip_l14 on food101") as err:
+        make_table(cfg)
+    message = str(err.value)
+    assert str(results / "clip_l14" / "food101.json") in message and str(dup) in message
+
+
+def test_duplicate_by_renamed_encoder(results: Path) -> None:
+    """A file under another folder that claims the same cell (e.g. encoder.name) is a duplicate."""
+    write(results / "mlcd_l14_copy" / "food101.json", result("mlcd_l14", "food101", 1.0))
+    with pytest.raises(ProbeError, match="mlcd_l14_copy/food101.json"):
+        make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+
+
+def test_imagenet_table_keeps_its_own_published_value(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    write(root / "mlcd_l14" / "imagenet.json", result("mlcd_l14", "imagenet", 86.2))
+    write(root / "mlcd_b32" / "imagenet.json", result("mlcd_b32", "imagenet", 79.0))
+    by_size = read_published(PUBLISHED_DIR / "mlcd_imagenet.csv")
+    _, paths, md = make_table(table_cfg("mlcd_imagenet", [f"results_dir={root}"]))
+    l14 = md_row(md, "MLCD ViT-L/14-336")
+    assert l14[1:] == ["**86.20**", f"{by_size[('mlcd_l14', 'imagenet')].score:.2f}", "-0.10"]
+    assert md_row(md, "MLCD ViT-bigG/14-224")[1] == "-"
+    assert by_size[("mlcd_l14", "imagenet")].score != MLCD[("mlcd_l14", "imagenet")].score
+    assert "both kept as published" in md
+    assert paths["png"].stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", config_names("table"))
+def test_table_config_cells_have_published_numbers(name: str) -> None:
+    layout = Layout.from_cfg(table_cfg(name, []).table)
+    published = read_published(PUBLISHED_DIR / layout.published)
+    cells = [layout.cell_key(r, c) for r in layout.rows for c in layout.cols]
+    assert all(published[k].source.strip() for k in cells)
+    for key in cells:  # the CSV's metric agrees with the dataset config, where one exists
+        from_config = protocol_metric(key[1], {})
+        assert published[key].metric == (from_config or published[key].metric)
+        assert protocol_metric(key[1], published) in ("top1", "mean_per_class")
+    assert layout.grid in config_names("grid")
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        grid = compose(config_name="probe_grid", overrides=[f"grid={layout.grid}"]).grid
+    assert set(cells) <= {(e, d) for e in grid.encoders for d in grid.datasets}
+
+
+def test_published_csvs_name_their_source() -> None:
+    for path in sorted(PUBLISHED_DIR.glob("*.csv")):
+        assert path.read_text().startswith("# "), path
+        assert all(p.source for p in read_published(path).values())
+
+
+def test_table_cli_prints_markdown_and_fails_cleanly(results: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args: str):
+        return subprocess.run(
+            [sys.executable, "-m", "probe.table", *args], capture_output=True, text=True,
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+        )  # fmt: skip
+
+    ok = cli(f"results_dir={results}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "| Food101 | 96.46 |" in ok.stdout and "cells filled" in ok.stdout
+    assert (results / "tables" / "mlcd_linear_probe.png").stat().st_size > 0
+    write(tmp_path / "more" / "mlcd_l14" / "food101.json", result("mlcd_l14", "food101", 2.0))
+    bad = cli(f"results_dir={results}", f"extra_results_dirs=[{tmp_path / 'more'}]")
+    assert bad.returncode == 2 and "two results for mlcd_l14 on food101" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert not list(tmp_path.glob("*.log")) and not (tmp_path / "outputs").exists()
