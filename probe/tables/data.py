@@ -178,7 +178,11 @@ def protocol_metric(dataset: str, published: dict[tuple[str, str], Published]) -
     """The dataset's metric: its config file's when there is one, else the published CSV's."""
     cfg_file = DATASET_CONFIGS / f"{dataset}.yaml"
     if cfg_file.is_file():
-        metric = OmegaConf.load(cfg_file).get("metric")
+        try:
+            metric = OmegaConf.load(cfg_file).get("metric")
+        except Exception as err:  # an unparsable config: fall back to the published metric
+            log.warning("could not read `metric` from %s (%s)", cfg_file, err)
+            metric = None
         if metric:
             return str(metric)
     return next((p.metric for (_, d), p in published.items() if d == dataset), None)
