@@ -73,8 +73,13 @@ class ImageFiles:
 
 def relative_ids(paths: Sequence[str | Path], root: Path) -> list[str]:
     """Stable sample ids: paths relative to the dataset root, with forward slashes."""
-    root_s = os.path.abspath(root)
-    return [os.path.relpath(os.path.abspath(p), root_s).replace(os.sep, "/") for p in paths]
+    prefix = os.path.join(os.path.abspath(root), "")
+    out = []
+    for p in map(str, paths):  # a prefix cut, not relpath: ImageNet has 1.3M paths
+        p = p if os.path.isabs(p) else os.path.abspath(p)
+        rel = p[len(prefix) :] if p.startswith(prefix) else os.path.relpath(p, prefix)
+        out.append(rel.replace(os.sep, "/"))
+    return out
 
 
 def _is_bad(load: Callable[[Any], Any], item: Any) -> str | None:
