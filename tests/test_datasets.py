@@ -336,3 +336,20 @@ def test_run_with_skip_corrupt_records_skipped(dirs, tmp_path: Path) -> None:
     assert saved["dataset_info"]["skipped_corrupt"]["count"] == 1
     assert saved["dataset_info"]["skipped_corrupt"]["ids"] == {"train": ["train/bee/9.png"]}
     assert (saved["n_train"], saved["n_val"], saved["n_test"]) == (11, 6, 6)
+
+
+def test_error_from_a_loader_worker_keeps_its_one_line_message(tmp_path: Path) -> None:
+    """torch re-raises a worker's ProbeError with the worker traceback glued on; we strip it."""
+    from torch._utils import ExceptionWrapper
+
+    ds, _ = build("pets", tmp_path / "data")
+    split = ds.splits["test"]
+    fakes.truncate(tmp_path / "data" / "pets" / split.ids[0])
+    try:
+        split.load(split.items[0])
+    except ProbeError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(ProbeError) as err:
+        wrapped.reraise()
+    assert str(err.value).startswith("dataset pets: cannot read image ")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
