@@ -47,7 +47,8 @@ GENERIC = {"imagefolder", "hf"}  # class count found in the data; val official i
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch) -> None:
+def offline(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PROBE_SCAN_CACHE", str(tmp_path / "scans"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fakes.bypass_md5(monkeypatch.setattr)
@@ -201,6 +202,26 @@ def test_skip_corrupt_drops_and_records_them(tmp_path: Path) -> None:
     assert len(ds.splits["train"]) == fake.sizes["train"] - 1
     assert "train/ant/5.png" not in ds.splits["train"].ids
     assert len(ds.splits["val"]) == fake.sizes["val"]
+
+
+def test_corrupt_scan_is_remembered_until_a_file_changes(tmp_path: Path, monkeypatch) -> None:
+    from probe.datasets import corrupt
+
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    bad = tmp_path / "data" / "folders" / "train" / "ant" / "5.png"
+    fakes.truncate(bad)
+    cfg = compose_cfg(["dataset=imagefolder", *fake.overrides, "dataset.skip_corrupt=true"])
+    first = make(cfg.dataset).info["skipped_corrupt"]
+    assert first["ids"] == {"train": ["train/ant/5.png"]}
+    scanned = []
+    real = corrupt.find_corrupt
+    monkeypatch.setattr(
+        corrupt, "find_corrupt", lambda split, **kw: scanned.append(kw) or real(split, **kw)
+    )
+    assert make(cfg.dataset).info["skipped_corrupt"] == first and scanned == []
+    fakes.write_image(bad, 5, fmt="PNG")  # repaired: the memo no longer applies
+    assert make(cfg.dataset).info["skipped_corrupt"] == {"count": 0, "ids": {}}
+    assert [kw["desc"] for kw in scanned] == ["imagefolder/train"]
 
 
 def test_empty_class_folder_is_an_error(tmp_path: Path) -> None:

@@ -4,16 +4,16 @@ Corrupt images are caught where decoding happens anyway: the loader fully decode
 image (PIL's `Image.open` alone is lazy and would let a truncated JPEG through) and stops
 extraction with the file's path and the fix. A pre-scan would cost a second full decode of
 every image on every run, and a cheap header or trailer check misses damage in the middle of
-a file. Only `dataset.skip_corrupt=true` pays for a scan, at build time, because the rows
-of a split (and so the cache's row count and content hash) must be known before extraction.
+a file. Only `dataset.skip_corrupt=true` pays for a scan (`probe.datasets.corrupt`), at
+build time, because a split's rows (the cache's row count and content hash) must be known
+before extraction.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,45 +82,6 @@ def relative_ids(paths: Sequence[str | Path], root: Path) -> list[str]:
     return out
 
 
-def _is_bad(load: Callable[[Any], Any], item: Any) -> str | None:
-    try:
-        load(item)
-    except ProbeError as err:
-        return str(err)
-    except Exception as err:  # noqa: BLE001 - any decode failure counts as corrupt here
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
-def find_corrupt(split: Split, *, desc: str, workers: int | None = None) -> list[int]:
-    """Indices of the items that fail to load (full decode), checked in a thread pool."""
-    from tqdm.auto import tqdm
-
-    workers = workers or min(32, len(os.sched_getaffinity(0)) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(
-            tqdm(
-                pool.map(lambda it: _is_bad(split.load, it), split.items, chunksize=64),
-                total=len(split),
-                desc=f"checking {desc}",
-                unit="img",
-                mininterval=1.0,
-            )
-        )
-    return [i for i, bad in enumerate(results) if bad is not None]
-
-
-def drop(split: Split, bad: Sequence[int]) -> Split:
-    keep = np.setdiff1d(np.arange(len(split)), np.asarray(bad, dtype=np.int64))
-    ids = split.ids if split.ids is not None else [str(i) for i in range(len(split))]
-    return Split(
-        items=[split.items[i] for i in keep],
-        labels=split.labels[keep],
-        load=split.load,
-        ids=[ids[i] for i in keep],
-    )
-
-
 @dataclass
 class Meta:
     """The protocol's metadata of a dataset config, shared by every family's `build`."""
@@ -147,20 +108,6 @@ def _resolve_val(val: Any, splits: dict[str, Split]) -> ValSpec:
     return ValSpec.from_cfg(cfg)
 
 
-def skip_corrupt_images(splits: dict[str, Split], *, name: str) -> dict[str, Any]:
-    """Drop unreadable images from every split, in place; returns the record of what went."""
-    record: dict[str, Any] = {"count": 0, "ids": {}}
-    for split_name, split in list(splits.items()):
-        bad = find_corrupt(split, desc=f"{name}/{split_name}")
-        if bad:
-            ids = split.ids or [str(i) for i in range(len(split))]
-            record["ids"][split_name] = [ids[i] for i in bad]
-            record["count"] += len(bad)
-            splits[split_name] = drop(split, bad)
-            log.warning("%s/%s: skipping %d unreadable images", name, split_name, len(bad))
-    return record
-
-
 def assemble(
     meta: Meta,
     splits: dict[str, Split],
@@ -171,6 +118,8 @@ def assemble(
     """Checks shared by all families, the optional corrupt-image skip, then the dataset."""
     info = dict(info or {})
     if meta.skip_corrupt:
+        from probe.datasets.corrupt import skip_corrupt_images
+
         info["skipped_corrupt"] = skip_corrupt_images(splits, name=meta.name)
     num_classes = meta.num_classes
     if num_classes == "auto":
