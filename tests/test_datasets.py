@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import fakes
+import fakes_custom
 import numpy as np
 import pytest
 from conftest import REPO, compose_cfg, config_names
@@ -299,7 +300,7 @@ def test_imagenet_as_image_folders_matches_torchvision(tmp_path: Path) -> None:
 def test_hub_copies_keep_the_protocol_splits(name, hub_splits, image, label, tmp_path) -> None:
     """dataset.source=hf reads a copy with the hub's split and column names."""
     path = tmp_path / "copy"
-    labels = fakes.write_hf(path, hub_splits, image=image, label=label)
+    labels = fakes_custom.write_hf(path, hub_splits, image=image, label=label)
     cfg = compose_cfg([f"dataset={name}", "dataset.source=hf", f"dataset.hf.path={path}"])
     ds = make(cfg.dataset)
     test_name = "validation" if name == "food101" else "test"
@@ -311,7 +312,7 @@ def test_hub_copies_keep_the_protocol_splits(name, hub_splits, image, label, tmp
 
 def test_hf_parquet_directory_and_bad_names(tmp_path: Path) -> None:
     path = tmp_path / "pq"
-    labels = fakes.write_hf(
+    labels = fakes_custom.write_hf(
         path, {"train": 6, "test": 3}, image="image", label="label", parquet=True
     )
     cache = f"+dataset.cache_dir={tmp_path / 'hfcache'}"
