@@ -258,6 +258,12 @@ def test_missing_split_file_names_it(name: str, split_file: str, tmp_path: Path)
     assert str(data / split_file) in str(err.value)
 
 
+def test_labels_beyond_num_classes_are_an_error(tmp_path: Path) -> None:
+    expected = r"dataset pets: train labels span 0\.\.2 but num_classes=2; set dataset\.num"
+    with pytest.raises(ProbeError, match=expected):
+        build("pets", tmp_path / "data", "dataset.num_classes=2")
+
+
 def test_birdsnap_records_the_counts_found(tmp_path: Path) -> None:
     ds, fake = build("birdsnap", tmp_path / "data")
     assert ds.info["listed"] == {"train": 12, "test": 6}

@@ -64,7 +64,7 @@ class ImageFiles:
         path = os.path.join(self.root, rel)
         try:
             return decode(path)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
             raise ProbeError(
                 f"dataset {self.dataset}: cannot read image {path} ({type(err).__name__}: {err}). "
                 f"Replace the file (re-download or re-extract it), or {SKIP_FIX}"
@@ -108,6 +108,15 @@ def _resolve_val(val: Any, splits: dict[str, Split]) -> ValSpec:
     return ValSpec.from_cfg(cfg)
 
 
+def _check_not_empty(splits: dict[str, Split], *, name: str) -> None:
+    for split_name, split in splits.items():
+        if len(split) == 0:
+            raise ProbeError(
+                f"dataset {name}: the {split_name} split is empty; check dataset.root and that "
+                "the images its split files list are in place (and readable)"
+            )
+
+
 def assemble(
     meta: Meta,
     splits: dict[str, Split],
@@ -117,31 +126,29 @@ def assemble(
 ) -> ImageDataset:
     """Checks shared by all families, the optional corrupt-image skip, then the dataset."""
     info = dict(info or {})
+    val = _resolve_val(meta.val, splits)
+    if val.source == "carve" and "val" in splits:  # an unused val split is not extracted
+        log.info("%s: val is carved from train (dataset.val.source=carve)", meta.name)
+        splits = {k: v for k, v in splits.items() if k != "val"}
+    _check_not_empty(splits, name=meta.name)
     if meta.skip_corrupt:
         from probe.datasets.corrupt import skip_corrupt_images
 
         info["skipped_corrupt"] = skip_corrupt_images(splits, name=meta.name)
+        _check_not_empty(splits, name=meta.name)
     num_classes = meta.num_classes
     if num_classes == "auto":
-        seen = max(int(s.labels.max()) + 1 for s in splits.values() if len(s))
-        num_classes = len(classes) if classes else seen
+        num_classes = (
+            len(classes) if classes else max(int(s.labels.max()) + 1 for s in splits.values())
+        )
     num_classes = int(num_classes)
     for split_name, split in splits.items():
-        if len(split) == 0:
-            raise ProbeError(
-                f"dataset {meta.name}: the {split_name} split is empty; check dataset.root "
-                "and that the images listed by its split files are in place"
-            )
         lo, hi = int(split.labels.min()), int(split.labels.max())
         if lo < 0 or hi >= num_classes:
             raise ProbeError(
                 f"dataset {meta.name}: {split_name} labels span {lo}..{hi} but "
                 f"num_classes={num_classes}; set dataset.num_classes to the real class count"
             )
-    val = _resolve_val(meta.val, splits)
-    if val.source == "carve" and "val" in splits:  # an unused val split is not extracted
-        log.info("%s: val is carved from train (dataset.val.source=carve)", meta.name)
-        splits = {k: v for k, v in splits.items() if k != "val"}
     return ImageDataset(
         name=meta.name,
         num_classes=num_classes,
