@@ -338,6 +338,15 @@ def test_source_hf_without_a_hub_copy_says_what_to_set(tmp_path: Path) -> None:
         make(compose_cfg(["dataset=stanford_cars", "dataset.source=hf"]).dataset)
     with pytest.raises(ProbeError, match="dataset pets: no Hugging Face copy"):
         make(compose_cfg(["dataset=pets", "dataset.source=hf"]).dataset)
+    path = tmp_path / "copy"  # any config takes a copy: + adds the hf block it lacks
+    labels = fakes_custom.write_hf(path, {"trainval": 6, "test": 3}, image="image", label="label")
+    pets_hf = ["dataset=pets", "dataset.source=hf", f"+dataset.hf.path={path}"]
+    with pytest.raises(ProbeError, match="dataset pets: the hub split names are not set"):
+        make(compose_cfg(pets_hf).dataset)
+    ds = make(compose_cfg([*pets_hf, "+dataset.hf.splits={train: trainval, test: test}"]).dataset)
+    assert id_labels(ds.splits["train"]) == {
+        k.replace("trainval", "train"): v for k, v in labels["trainval"].items()
+    }
 
 
 # --- end to end ------------------------------------------------------------------------------

@@ -112,10 +112,16 @@ def build(*, hf: dict[str, Any] | None = None, **cfg: Any) -> ImageDataset:
     opts = {k: cfg.get(k, v) for k, v in DEFAULTS.items()}
     if cfg.get("source") == "hf" and not hf and "path" not in cfg:
         raise ProbeError(
-            f"dataset {meta.name}: no Hugging Face copy is configured; set dataset.hf.path=ID "
-            "(and dataset.hf.splits / image_column / label_column to match it)"
+            f"dataset {meta.name}: no Hugging Face copy is configured; add one with "
+            "+dataset.hf.path=ID '+dataset.hf.splits={train: train, test: test}' (and "
+            "+dataset.hf.image_column / label_column where they are not image / label)"
         )
     opts.update({k: v for k, v in (hf or {}).items() if v is not None})
+    if not all(isinstance(v, str) for v in dict(opts["splits"]).values()):
+        raise ProbeError(
+            f"dataset {meta.name}: the hub split names are not set; use "
+            "'+dataset.hf.splits={train: NAME, test: NAME}' (our split: the copy's split)"
+        )
     if not opts["path"]:
         raise ProbeError(
             f"dataset {meta.name}: set dataset.path (or dataset.hf.path) to a hub id, a "
