@@ -25,7 +25,7 @@ from PIL import Image
 from probe.datasets.base import ImageDataset
 from probe.errors import ProbeError
 from probe.factory import make
-from probe.run import run
+from probe.run import protocol_splits, run
 
 DATASETS = config_names("dataset")
 # PROTOCOL.md section 3 (the spec, not results): metric, classes, where val comes from.
@@ -66,20 +66,12 @@ def id_labels(split) -> dict[str, int]:
 
 
 def carved_ids(ds: ImageDataset) -> dict[str, list[str]]:
-    """Sample ids of the protocol's train / val / test (val carved or official)."""
-    out = {}
-    for split in ("train", "test") + (("val",) if ds.val.source == "official" else ()):
-        out[split] = list(ds.splits[split].ids)
-    if ds.val.source == "carve":
-        from probe.splits import stratified_holdout
-
-        y = ds.splits["train"].labels
-        keep, hold = stratified_holdout(
-            y, fraction=ds.val.fraction, count=ds.val.count, seed=ds.val.seed
-        )
-        ids = np.asarray(out["train"])
-        out["train"], out["val"] = ids[keep].tolist(), ids[hold].tolist()
-    return out
+    """Sample ids of the protocol's train / val / test, through the pipeline's own carve."""
+    feats = {s: (np.arange(len(sp))[:, None], sp.labels) for s, sp in ds.splits.items()}
+    train, val, test = protocol_splits(ds, feats)
+    val_from = "val" if ds.val.source == "official" else "train"
+    rows = {"train": ("train", train), "val": (val_from, val), "test": ("test", test)}
+    return {k: [ds.splits[s].ids[i] for i in x[:, 0]] for k, (s, (x, _)) in rows.items()}
 
 
 @pytest.mark.parametrize("name", DATASETS)
