@@ -4,6 +4,16 @@
 exception keeps its traceback because it is our bug, not the user's.
 """
 
+WORKER_MARKER = "probe.errors.ProbeError: "
+
 
 class ProbeError(Exception):
     """A user-fixable problem: a bad value, a missing file, an unknown name."""
+
+    def __str__(self) -> str:
+        # A DataLoader worker's error comes back as ProbeError("Caught ProbeError in DataLoader
+        # worker process N.\nOriginal Traceback ...: MESSAGE"): show the user only MESSAGE.
+        text = super().__str__()
+        if text.startswith("Caught ProbeError") and WORKER_MARKER in text:
+            return text.rsplit(WORKER_MARKER, 1)[1].strip()
+        return text

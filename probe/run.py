@@ -157,6 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "n_val": len(val[1]),
         "n_test": len(test[1]),
         "num_classes": dataset.num_classes,
+        "dataset_info": dataset.info,  # source, counts found, skipped corrupt images
         "feature_dim": int(train[0].shape[1]),
         "backend": solver.name,
         "device": device,

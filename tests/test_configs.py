@@ -18,7 +18,7 @@ def test_dataset_config_composes(name: str) -> None:
     cfg = compose_cfg([f"dataset={name}"])
     assert cfg.dataset.name == name
     assert cfg.dataset.metric in ("top1", "mean_per_class")
-    assert cfg.dataset.num_classes > 0
+    assert cfg.dataset.num_classes == "auto" or cfg.dataset.num_classes > 0
     assert cfg.dataset._target_.startswith("probe.datasets.")
 
 

@@ -1,0 +1,121 @@
+"""`dataset.skip_corrupt=true`: find the images that do not decode, drop them, record them.
+
+The scan decodes every image once, in a thread pool (PIL releases the GIL while decoding). It
+runs when the dataset is built, because a split's rows decide the cache's row count and
+content hash before any feature is extracted. Its outcome is remembered per split in a small
+JSON file keyed by the split's ids, labels and each file's size and modification time, so a
+rerun (e.g. `stage=probe` on a CPU node) does not decode everything again; touching any
+file rescans. The memo lives in `$PROBE_SCAN_CACHE`, else `$XDG_CACHE_HOME/probe/scans`
+(`~/.cache/probe/scans`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe.datasets.base import Split
+from probe.datasets.common import ImageFiles
+from probe.errors import ProbeError
+
+log = logging.getLogger(__name__)
+
+
+def memo_dir() -> Path:
+    if os.environ.get("PROBE_SCAN_CACHE"):
+        return Path(os.environ["PROBE_SCAN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "probe" / "scans"
+
+
+def scan_key(split: Split) -> str:
+    """Changes when the samples, their labels or any image file (size, mtime) change."""
+    h = hashlib.sha256(split.content_hash().encode())
+    load = split.load
+    if isinstance(load, ImageFiles):
+        for rel in split.items:
+            try:
+                st = os.stat(os.path.join(load.root, rel))
+                h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+            except OSError:
+                h.update(b"missing;")
+    else:  # in-memory arrays or a hub copy: its own content fingerprint where it has one
+        h.update(type(load).__qualname__.encode())
+        h.update(str(getattr(getattr(load, "ds", None), "_fingerprint", "")).encode())
+    return h.hexdigest()
+
+
+def _is_bad(load: Callable[[Any], Any], item: Any) -> bool:
+    try:
+        load(item)
+    except Exception:  # noqa: BLE001 - our ProbeError or any decode failure: corrupt
+        return True
+    return False
+
+
+def find_corrupt(split: Split, *, desc: str, workers: int | None = None) -> list[int]:
+    """Indices of the items that fail to load (full decode), checked in a thread pool."""
+    from tqdm.auto import tqdm
+
+    workers = workers or min(32, len(os.sched_getaffinity(0)) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        flags = list(
+            tqdm(
+                pool.map(lambda it: _is_bad(split.load, it), split.items, chunksize=64),
+                total=len(split),
+                desc=f"checking {desc}",
+                unit="img",
+                mininterval=1.0,
+            )
+        )
+    return [i for i, bad in enumerate(flags) if bad]
+
+
+def remembered_corrupt(split: Split, *, desc: str) -> list[int]:
+    """`find_corrupt`, answered from the memo when nothing changed since the last scan."""
+    from probe.cache import write_json_atomic
+
+    path = memo_dir() / f"{scan_key(split)}.json"
+    try:
+        return [int(i) for i in json.loads(path.read_text())["bad"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    bad = find_corrupt(split, desc=desc)
+    try:
+        write_json_atomic(path, {"split": desc, "n": len(split), "bad": bad})
+    except ProbeError as err:  # an unwritable memo only costs a rescan next time
+        log.warning("could not remember the scan of %s: %s", desc, err)
+    return bad
+
+
+def drop(split: Split, bad: Sequence[int]) -> Split:
+    keep = np.setdiff1d(np.arange(len(split)), np.asarray(bad, dtype=np.int64))
+    ids = split.ids if split.ids is not None else [str(i) for i in range(len(split))]
+    return Split(
+        items=[split.items[i] for i in keep],
+        labels=split.labels[keep],
+        load=split.load,
+        ids=[ids[i] for i in keep],
+    )
+
+
+def skip_corrupt_images(splits: dict[str, Split], *, name: str) -> dict[str, Any]:
+    """Drop unreadable images from every split, in place; returns the record of what went."""
+    record: dict[str, Any] = {"count": 0, "ids": {}}
+    for split_name, split in list(splits.items()):
+        bad = remembered_corrupt(split, desc=f"{name}/{split_name}")
+        if bad:
+            ids = split.ids or [str(i) for i in range(len(split))]
+            record["ids"][split_name] = [ids[i] for i in bad]
+            record["count"] += len(bad)
+            splits[split_name] = drop(split, bad)
+            log.warning("%s/%s: skipping %d unreadable images", name, split_name, len(bad))
+    return record
