@@ -221,7 +221,14 @@ def verify(out_dir: Path, hf_state: dict[str, torch.Tensor]) -> dict:
 
 
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+    """Bit-for-bit equality (NaN payloads included, so a NaN weight is caught later, by name)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    bits = (
+        a.detach().cpu().reshape(-1).view(torch.uint8),
+        b.detach().cpu().reshape(-1).view(torch.uint8),
+    )
+    return torch.equal(*bits)
 
 
 def convert(checkpoint_path: Path, out_dir: Path, *, image_size: int, overwrite: bool = False):
