@@ -56,6 +56,9 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     tf.SiglipVisionModel(tf.SiglipVisionConfig(**VISION)).save_pretrained(
         paths["siglip_vision_model"]
     )
+    paths["siglip"] = root / "siglip_full"
+    full = tf.SiglipConfig(vision_config=VISION, text_config=text)
+    tf.SiglipModel(full).save_pretrained(paths["siglip"])
     paths["VisionTransformer"] = _tiny_open_clip(root / "open_clip")
     return paths
 
@@ -199,7 +202,9 @@ def test_open_clip_feature_is_before_the_projection(tiny) -> None:
     assert build("dfn5b_h14", path, f"encoder.resolution={RES}", "encoder.feature=mean")[0]
 
 
-@pytest.mark.parametrize("model_type", ["clip", "mlcd_vision_model", "siglip_vision_model"])
+@pytest.mark.parametrize(
+    "model_type", ["clip", "mlcd_vision_model", "siglip_vision_model", "siglip"]
+)
 def test_sdpa_attention_and_fp32_weights(model_type: str, tiny) -> None:
     encoder, _ = build("hf", tiny[model_type], "encoder.preprocess={size: 32}")
     net = encoder.forward.net
