@@ -199,24 +199,36 @@ def verify(out_dir: Path, hf_state: dict[str, torch.Tensor]) -> dict:
 
     model, info = AutoModel.from_pretrained(out_dir, output_loading_info=True, dtype="auto")
     if not isinstance(model, MLCDVisionModel):
-        raise ConversionError(f"{out_dir} reloads as {type(model).__name__}, not MLCDVisionModel")
+        raise ConversionError(
+            f"the written model reloads as {type(model).__name__}, not MLCDVisionModel"
+        )
     problems = {k: sorted(v) for k, v in info.items() if v and k != "error_msgs"}
     if problems or info.get("error_msgs"):
-        raise ConversionError(f"reloading {out_dir} reported {problems or info['error_msgs']}")
+        raise ConversionError(
+            f"reloading the written model reported {problems or info['error_msgs']}"
+        )
     reloaded = model.state_dict()
     bad = [k for k, v in hf_state.items() if k not in reloaded or not _identical(reloaded[k], v)]
     if bad:
-        raise ConversionError(f"{len(bad)} tensor(s) differ after reloading {out_dir}: {bad[:8]}")
+        raise ConversionError(
+            f"{len(bad)} tensor(s) differ after reloading the written model: {bad[:8]}"
+        )
     size = model.config.image_size
-    probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    # one image at the model's resolution: bigG at 448 px is ~4 TFLOPs, so use a GPU if any
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        out = model.float().eval()(pixel_values=probe)
+        out = model.float().eval().to(device)(pixel_values=probe.to(device))
     n_tokens = (size // model.config.patch_size) ** 2 + 1
-    if out.last_hidden_state.shape != (2, n_tokens, model.config.hidden_size):
+    if out.last_hidden_state.shape != (1, n_tokens, model.config.hidden_size):
         raise ConversionError(f"unexpected output shape {tuple(out.last_hidden_state.shape)}")
     finite = torch.isfinite(out.pooler_output).all() and torch.isfinite(out.last_hidden_state).all()
     if not finite:
-        raise ConversionError(f"the converted model in {out_dir} gives non-finite outputs")
+        nonfinite = [k for k, v in hf_state.items() if not torch.isfinite(v).all()]
+        raise ConversionError(
+            "the converted model gives non-finite outputs on a probe input"
+            + (f"; non-finite weights: {nonfinite[:8]}" if nonfinite else "")
+        )
     return {"tensors": len(hf_state), "pooler_norm": float(out.pooler_output.norm(dim=-1).mean())}
 
 
@@ -247,7 +259,11 @@ def convert(checkpoint_path: Path, out_dir: Path, *, image_size: int, overwrite:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         write_model(hf_state, config, tmp)
-        report = verify(tmp, hf_state)
+        try:
+            report = verify(tmp, hf_state)
+        except ConversionError as err:
+            msg = f"verification failed: {err}. Nothing was written to {out_dir}"
+            raise ConversionError(msg) from err
         _default_permissions(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -237,4 +237,6 @@ def test_verification_fails_on_non_finite_output(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "nan.pt")
     proc = run_convert(*flags(tmp_path / "nan.pt", tmp_path / "out"))
     assert proc.returncode == 1 and "non-finite outputs" in proc.stderr
+    assert "non-finite weights: ['pre_layrnorm.weight']" in proc.stderr
+    assert "Nothing was written" in proc.stderr
     assert not (tmp_path / "out").exists()
