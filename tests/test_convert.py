@@ -235,8 +235,8 @@ def test_verification_fails_on_non_finite_output(tmp_path: Path) -> None:
     state = torch.load(CHECKPOINT, weights_only=True)
     state["ln_pre.weight"] = torch.full_like(state["ln_pre.weight"], float("nan"))
     torch.save(state, tmp_path / "nan.pt")
-    proc = run_convert(*flags(tmp_path / "nan.pt", tmp_path / "out"))
-    assert proc.returncode == 1 and "non-finite outputs" in proc.stderr
-    assert "non-finite weights: ['pre_layrnorm.weight']" in proc.stderr
-    assert "Nothing was written" in proc.stderr
+    with pytest.raises(ConversionError, match="non-finite outputs") as err:
+        convert.convert(tmp_path / "nan.pt", tmp_path / "out", image_size=56)
+    assert "non-finite weights: ['pre_layrnorm.weight']" in str(err.value)
+    assert "Nothing was written" in str(err.value)
     assert not (tmp_path / "out").exists()

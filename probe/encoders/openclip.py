@@ -33,7 +33,7 @@ def import_open_clip() -> Any:
     except ImportError as err:
         raise ProbeError(
             f"this encoder needs open_clip, which is not installed ({err}); install the extra "
-            f'with `{INSTALL}` (or `pip install "open_clip_torch>=2.24"`)'
+            f'with `{INSTALL}` (or `pip install "open_clip_torch>=3.0"`)'
         ) from err
     return open_clip
 
