@@ -279,6 +279,14 @@ def test_bad_feature_and_model_fail_clearly(tiny, tmp_path: Path) -> None:
         build("hf", tmp_path / "nowhere")
 
 
+def test_open_clip_bad_directory(tmp_path: Path) -> None:
+    pytest.importorskip("open_clip")
+    with pytest.raises(ProbeError, match="no such directory"):
+        build("dfn5b_h14", tmp_path / "missing")
+    with pytest.raises(ProbeError, match="no open_clip_config.json"):
+        build("dfn5b_h14", tmp_path)
+
+
 def test_dfn5b_without_open_clip_names_the_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` now fails
     with pytest.raises(ProbeError, match=r'pip install -e "\.\[openclip\]"'):

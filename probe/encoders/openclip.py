@@ -45,10 +45,12 @@ def local_checkpoint(model: str, revision: str) -> Path:
         if not (path / CONFIG_FILE).is_file():
             raise ProbeError(f"encoder.model={model!r}: no {CONFIG_FILE} in that directory")
         return path
+    if model.startswith(("local-dir:", "/", ".", "~")):
+        raise ProbeError(f"encoder.model={model!r}: no such directory; give an existing path")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
-    repo = str(path) if not model.startswith("hf-hub:") else model.removeprefix("hf-hub:")
+    repo = model.removeprefix("hf-hub:")
     try:
         folder = Path(hf_hub_download(repo, CONFIG_FILE, revision=revision)).parent
         for name in WEIGHT_FILES:
