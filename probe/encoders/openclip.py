@@ -1,0 +1,159 @@
+"""open_clip vision towers (DFN5B and other open_clip checkpoints); an optional extra.
+
+The protocol's feature (`pooler_output`) is the tower's pooled output with the projection
+removed: for a CLS-pooled ViT, `ln_post` of the CLS token, i.e. the same point as CLIP's
+`pooler_output`. Only the vision tower is kept. A hub id is fetched at `encoder.revision`
+into the Hugging Face cache and opened as an open_clip `local-dir:` checkpoint, so a paper
+run can pin a commit (open_clip's own `hf-hub:` loader always takes the newest one).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probe.encoders.base import Encoder
+from probe.encoders.preprocess import build_transform
+from probe.errors import ProbeError
+
+log = logging.getLogger(__name__)
+
+INSTALL = 'pip install -e ".[openclip]"'
+FEATURES = ("pooler_output", "cls", "mean")
+CONFIG_FILE = "open_clip_config.json"
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def import_open_clip() -> Any:
+    try:
+        import open_clip
+    except ImportError as err:
+        raise ProbeError(
+            f"this encoder needs open_clip, which is not installed ({err}); install the extra "
+            f'with `{INSTALL}` (or `pip install "open_clip_torch>=3.0"`)'
+        ) from err
+    return open_clip
+
+
+def local_checkpoint(model: str, revision: str) -> Path:
+    """A directory holding `open_clip_config.json` and the weights, local or from the hub."""
+    path = Path(model.removeprefix("hf-hub:").removeprefix("local-dir:")).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise ProbeError(f"encoder.model={model!r}: no {CONFIG_FILE} in that directory")
+        return path
+    if model.startswith(("local-dir:", "/", ".", "~")):
+        raise ProbeError(f"encoder.model={model!r}: no such directory; give an existing path")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    repo = model.removeprefix("hf-hub:")
+    try:
+        folder = Path(hf_hub_download(repo, CONFIG_FILE, revision=revision)).parent
+        for name in WEIGHT_FILES:
+            try:
+                hf_hub_download(repo, name, revision=revision)
+                return folder
+            except EntryNotFoundError:
+                continue
+    except Exception as err:  # noqa: BLE001 - any hub failure gets the same fix
+        raise ProbeError(
+            f"encoder.model={model!r} (revision {revision!r}) could not be fetched: {err}. "
+            "Give an open_clip hub id (with network or a warm HF cache) or a local directory "
+            f"with {CONFIG_FILE} and weights"
+        ) from err
+    raise ProbeError(f"encoder.model={model!r} has none of {WEIGHT_FILES} at {revision!r}")
+
+
+def preprocess_from_open_clip(visual: Any) -> dict[str, Any]:
+    """open_clip's evaluation transform as our `preprocess` block."""
+    cfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
+    size = cfg.get("size", visual.image_size)
+    size = size[0] if isinstance(size, (list, tuple)) and size[0] == size[1] else size
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ProbeError(
+            f"open_clip resize_mode={mode!r} is not supported; set encoder.preprocess explicitly"
+        )
+    return {
+        "size": size,
+        "crop": size if mode == "shortest" else None,
+        "mode": mode,
+        "interpolation": cfg.get("interpolation", "bicubic"),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+    }
+
+
+class OpenCLIPForward:
+    """Batch -> features from an open_clip `VisionTransformer` with its projection removed."""
+
+    def __init__(self, visual: torch.nn.Module, feature: str) -> None:
+        self.visual = visual
+        self.feature = feature
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.feature == "pooler_output":
+            return self.visual(images)
+        tokens = self.visual.transformer(self.visual._embeds(images))
+        return tokens[:, 0] if self.feature == "cls" else tokens[:, 1:].mean(dim=1)
+
+
+def load_visual(model: str, *, revision: str, device: str) -> torch.nn.Module:
+    open_clip = import_open_clip()
+    folder = local_checkpoint(model, revision)
+    try:
+        clip = open_clip.create_model(f"local-dir:{folder}", precision="fp32", device=device)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        raise ProbeError(f"encoder.model={model!r}: open_clip could not load it: {err}") from err
+    visual = clip.visual.eval().requires_grad_(False)
+    visual.proj = None  # the protocol's feature is before the projection
+    visual.output_tokens = False
+    return visual
+
+
+def build(
+    *,
+    model: str,
+    revision: str = "main",
+    feature: str = "pooler_output",
+    preprocess: dict | None = None,
+    model_type: str | None = None,
+    resolution: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    **_: Any,
+) -> Encoder:
+    if feature not in FEATURES:
+        raise ProbeError(f"encoder.feature={feature!r} unknown; allowed: {', '.join(FEATURES)}")
+    visual = load_visual(model, revision=revision, device=device)
+    kind = type(visual).__name__
+    if model_type and kind != model_type:
+        raise ProbeError(
+            f"encoder.model={model!r} has an open_clip {kind!r} vision tower, but this config "
+            f"expects encoder.model_type={model_type!r}; check encoder.model"
+        )
+    if feature != "pooler_output" and not hasattr(visual, "_embeds"):
+        raise ProbeError(
+            f"encoder.feature={feature} is not available for a {kind}; "
+            "use encoder.feature=pooler_output"
+        )
+    native = visual.image_size
+    native = native[0] if isinstance(native, (list, tuple)) else native
+    if resolution is not None and int(resolution) != int(native):
+        raise ProbeError(
+            f"encoder.resolution={resolution} but {model!r} takes {native} px images; "
+            f"set encoder.resolution={native}"
+        )
+    if preprocess is None:
+        preprocess = preprocess_from_open_clip(visual)
+    return Encoder(
+        transform=build_transform(**dict(preprocess)),
+        forward=OpenCLIPForward(visual, feature),
+        device=device,
+        dtype=dtype,
+        feature_dim=getattr(getattr(visual, "ln_post", None), "normalized_shape", [None])[0],
+    )
