@@ -130,7 +130,11 @@ def extract_split(
         raise ProbeError(f"{desc}: the split is empty; check the dataset directory")
     lock = EntryLock(entry.lock_path, timeout=lock_timeout) if ctx.main else None
     try:
-        plan = _plan(encoder, split, entry, shard_size=shard_size, lock=lock) if ctx.main else None
+        plan = (
+            _plan(encoder, split, entry, shard_size=shard_size, lock=lock, desc=desc)
+            if ctx.main
+            else None
+        )
         plan = broadcast(plan, ctx)
         if "error" in plan:
             raise ProbeError(plan["error"]) if ctx.main else ProbeError(f"{desc}: rank 0 failed")
@@ -158,7 +162,13 @@ def extract_split(
 
 
 def _plan(
-    encoder: Encoder, split: Split, entry: CacheEntry, *, shard_size: int, lock: EntryLock
+    encoder: Encoder,
+    split: Split,
+    entry: CacheEntry,
+    *,
+    shard_size: int,
+    lock: EntryLock,
+    desc: str,
 ) -> dict[str, Any]:
     """Rank 0: take the lock, then reuse a finished entry, resume a partial one, or start one."""
     try:
@@ -171,7 +181,7 @@ def _plan(
             return {"cached": True}
         key = {
             "n": len(split),
-            "dim": _feature_dim(encoder, split),
+            "dim": _feature_dim(encoder, split, desc),
             "shard_size": shard_size,
             "content_hash": split.content_hash(),
             "fingerprint": entry.fingerprint,
@@ -190,10 +200,10 @@ def json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _feature_dim(encoder: Encoder, split: Split) -> int:
+def _feature_dim(encoder: Encoder, split: Split, desc: str) -> int:
     """One sample through the encoder: the width of the output array to preallocate."""
     sample = encoder.transform(split.load(split.items[0])).unsqueeze(0)
-    return int(encoder.embed(sample).shape[1])
+    return int(AdaptiveEmbed(encoder, desc=desc)(sample).shape[1])
 
 
 def _batches(todo: list[int], *, n: int, shard_size: int, batch_size: int) -> list[tuple]:
