@@ -216,3 +216,34 @@ def test_num_workers_auto_shares_the_job_cpus(monkeypatch) -> None:
     assert resolve_num_workers(3, 10) == 3
     with pytest.raises(ProbeError, match="num_workers=-1"):
         resolve_num_workers(-1, 10)
+
+
+def test_bench_extract_runs_on_cpu_with_a_tiny_shape(tmp_path: Path, capsys) -> None:
+    from probe.bench.__main__ import main
+
+    out_json = tmp_path / "bench.json"
+    argv = ["extract", "encoder=mlcd_l14", "--shape", "tiny", "--n-images", "24",
+            "--batch-size", "8", "--iters", "2", "--device", "cpu", "--num-workers", "0",
+            "--images", str(tmp_path / "jpegs"), "--json", str(out_json)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "forward-only ceiling" in printed and "full pipeline" in printed
+    res = json.loads(out_json.read_text())
+    assert res["ceiling_images_per_s"] > 0 and res["pipeline_images_per_s"] > 0
+    assert res["ratio"] == pytest.approx(
+        res["pipeline_images_per_s"] / res["ceiling_images_per_s"], rel=0.01
+    )
+    assert len(list((tmp_path / "jpegs").glob("*.jpg"))) == 24
+
+
+@pytest.mark.parametrize("shape", ["mlcd_l14", "mlcd_bigg14_336"])
+def test_bench_shapes_are_valid_transformers_configs(shape: str) -> None:
+    import transformers
+
+    from probe.bench.extract import SHAPES
+
+    cls_name, kw = SHAPES[shape]
+    config = getattr(transformers, cls_name)(**kw)
+    assert config.hidden_size % config.num_attention_heads == 0
+    assert (config.image_size, config.patch_size) == (336, 14)
+    assert hasattr(transformers, cls_name.replace("Config", "Model"))

@@ -117,7 +117,8 @@ def test_cuda_without_gpu(tmp_path: Path) -> None:
 def test_offline_revision_not_cached_names_revision(tmp_path: Path) -> None:
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     args = ["encoder=hf", "encoder.model=probe-test/not-cached", "encoder.revision=v9",
-            f"cache_dir={tmp_path / 'c'}", f"results_dir={tmp_path / 'r'}", "stage=extract"]  # fmt: skip
+            f"cache_dir={tmp_path / 'c'}", f"results_dir={tmp_path / 'r'}",
+            "stage=extract"]  # fmt: skip
     proc = run_cli(args, cwd=tmp_path, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-2000:]
