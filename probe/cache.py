@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
+HOST = socket.gethostname().replace(".", "_")
 
 # Bump when a change to the extraction code changes the features it writes.
 FEATURE_VERSION = 1
@@ -171,10 +173,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_name(path: Path) -> Path:
+    """`.NAME.HOST.PID.tmp` beside `path`; leftovers of dead writers are swept on the next write."""
+    for old in path.parent.glob(f".{path.name}.{HOST}.*.tmp"):
+        pid = old.name.removesuffix(".tmp").rpartition(".")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            _unlink_quietly(old)
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write through a temp file in the same directory, fsync, rename: old or new, never half."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as fh:
@@ -194,7 +215,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     """np.save through a temp file in the same directory, fsync, rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)

@@ -91,6 +91,10 @@ def test_sigkill_while_writing_json_leaves_old_or_new(tmp_path: Path, seed: int)
     sigkill(proc)
     data = json.loads(target.read_text())
     assert data["v"] in ("a", "b") and data["rows"] == [data["v"]] * 200000
+    from probe.cache import write_json_atomic
+
+    write_json_atomic(target, {"v": "c"})  # the next write sweeps the dead writer's temp file
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
