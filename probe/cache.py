@@ -194,13 +194,18 @@ def _alive(pid: int) -> bool:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write through a temp file in the same directory, fsync, rename: old or new, never half."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Any text file (JSON, tables, task lists) the same way: old or new, never half."""
     path = Path(path)
     tmp = temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -30,6 +30,8 @@ from probe.lock import EntryLock
 
 log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 8192
+# torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError
+OOM_ERROR = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
 
 class _Samples(Dataset):
@@ -81,7 +83,7 @@ class AdaptiveEmbed:
                 chunks = images.split(step)
                 parts = [self.encoder.embed(chunk) for chunk in chunks]
                 return torch.cat(parts).cpu().numpy()
-            except torch.OutOfMemoryError as err:
+            except OOM_ERROR as err:
                 if step <= 1:
                     raise ProbeError(
                         f"{self.desc}: out of GPU memory even at batch size 1; use a GPU with "
