@@ -151,8 +151,9 @@ class CacheEntry:
 
     @property
     def lock_path(self) -> Path:
-        """Beside the entry (not in it), so wiping the entry never drops a held lock."""
-        return self.path.with_name(self.path.name + ".lock")
+        """Beside the entry (not in it, so wiping the entry never drops a held lock); hidden, so
+        a glob for `{split}-*` entries never picks it up."""
+        return self.path.with_name(f".{self.path.name}.lock")
 
 
 def entry_for(

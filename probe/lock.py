@@ -1,6 +1,6 @@
 """An exclusive lock per cache entry, so two jobs never fill the same directory at once.
 
-The lock is `flock(2)` on a `{entry}.lock` file next to the entry: the kernel drops it the
+The lock is `flock(2)` on a hidden `.{entry}.lock` file next to the entry: the kernel drops it the
 moment its holder dies (SIGKILL, OOM killer, node reboot of a local disk), so a dead job never
 leaves a stale lock behind. The holder writes `pid hostname` into the file so a waiter can say
 who it waits for. On NFS, Linux maps flock onto NFS byte-range locks (lockd / NFSv4), which

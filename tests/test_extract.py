@@ -72,6 +72,21 @@ def test_two_jobs_one_entry_one_extracts(tmp_path: Path, reference) -> None:
     assert {s: v[0] for s, v in got.items()} == {s: v[0] for s, v in reference.items()}
 
 
+def test_waiter_takes_over_when_the_holder_is_killed(tmp_path: Path, reference) -> None:
+    """The dead holder's lock is gone with it; the waiter resumes the holder's shards."""
+    cache = tmp_path / "cache"
+    slower = [a if "encoder.delay" not in a else "+encoder.delay=0.1" for a in SLOW]
+    holder = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path)
+    assert wait_for(lambda: shards_done(cache, "train") >= 1, proc=holder), output(holder)
+    waiter = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path)
+    assert wait_for(lambda: "is locked by pid" in output(waiter), proc=waiter), output(waiter)
+    sigkill(holder)
+    assert waiter.wait(timeout=300) == 0, output(waiter)
+    assert "resuming," in output(waiter)
+    got = finished(cache)
+    assert {s: v[0] for s, v in got.items()} == {s: v[0] for s, v in reference.items()}
+
+
 def test_lock_timeout_names_holder_and_stale_lock_recovers(tmp_path: Path) -> None:
     path = tmp_path / "entry.lock"
     with EntryLock(path, timeout=1):
