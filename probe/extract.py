@@ -11,16 +11,16 @@ resumed, or spread over torchrun ranks. One process per entry: the others wait o
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from probe import shards
+from probe.batching import AdaptiveEmbed, Samples, resolve_num_workers, to_host
 from probe.cache import CacheEntry, file_sha256, save_npy_atomic
 from probe.datasets.base import Split
 from probe.distributed import Context, all_ok, barrier, broadcast
@@ -30,80 +30,6 @@ from probe.lock import EntryLock
 
 log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 8192
-# torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError
-OOM_ERROR = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-
-
-class _Samples(Dataset):
-    """A Split viewed as a torch Dataset of (transformed sample, label)."""
-
-    def __init__(self, split: Split, transform: Any) -> None:
-        self.split = split
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.split.load(self.split.items[i])), int(self.split.labels[i])
-
-
-def resolve_num_workers(num_workers: Any, n_items: int, *, procs_per_node: int = 1) -> int:
-    """`auto`: the CPUs this job was given (SLURM's count, else the process affinity).
-
-    Under torchrun the node's CPUs are shared by its `procs_per_node` ranks.
-    """
-    if num_workers != "auto":
-        n = int(num_workers)
-        if n < 0:
-            raise ProbeError(f"num_workers={n} must be >= 0 or 'auto'")
-        return n
-    if n_items < 4096:  # tiny splits: worker start-up costs more than it saves
-        return 0
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    n = int(cpus) if cpus else len(os.sched_getaffinity(0))
-    return max(0, min(n // max(procs_per_node, 1) - 1, 32))
-
-
-class AdaptiveEmbed:
-    """`encoder.embed` that halves the sub-batch on CUDA out-of-memory instead of dying.
-
-    The smaller size sticks for the rest of the run (memory does not come back mid-run).
-    """
-
-    def __init__(self, encoder: Encoder, *, desc: str) -> None:
-        self.encoder = encoder
-        self.desc = desc
-        self.limit: int | None = None
-
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        while True:
-            step = self.limit or len(images)
-            try:
-                chunks = images.split(step)
-                parts = [self.encoder.embed(chunk) for chunk in chunks]
-                return torch.cat(parts).cpu().numpy()
-            except OOM_ERROR as err:
-                if step <= 1:
-                    raise ProbeError(
-                        f"{self.desc}: out of GPU memory even at batch size 1; use a GPU with "
-                        "more memory or encoder.dtype=bfloat16"
-                    ) from err
-                self.limit = max(1, step // 2)
-                log.warning("%s: out of GPU memory at batch %d, retrying at %d", self.desc, step,
-                            self.limit)  # fmt: skip
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-
-
-def compile_encoder(encoder: Encoder) -> Encoder:
-    """torch.compile the model (or the forward function): worth it for long extractions."""
-    net = getattr(encoder.forward, "net", None)
-    if isinstance(net, torch.nn.Module):
-        encoder.forward.net = torch.compile(net)
-    else:
-        encoder.forward = torch.compile(encoder.forward)
-    return encoder
 
 
 def extract_split(
@@ -236,7 +162,7 @@ def _fill(
         return
     workers = resolve_num_workers(num_workers, key["n"], procs_per_node=ctx.local_world)
     loader = DataLoader(
-        _Samples(split, encoder.transform),
+        Samples(split, encoder.transform),
         batch_sampler=[list(range(a, b)) for _, a, b, _ in plan],
         num_workers=workers,
         pin_memory=str(encoder.device).startswith("cuda"),
@@ -247,19 +173,41 @@ def _fill(
     total = sum(b - a for _, a, b, _ in plan)
     bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=1.0,
                disable=not ctx.main)  # fmt: skip
+    pending = None
     try:
-        for (images, _labels), (shard, a, b, rows) in zip(loader, plan, strict=True):
-            out = embed(images)
-            if out.shape != (b - a, key["dim"]):
-                raise RuntimeError(f"{desc}: encoder gave {out.shape} for rows {a}-{b - 1}")
-            _check_finite(out, row=a, desc=desc)
-            writer.write(a, out)
-            if b == rows[1]:
-                writer.end_shard(shard, *rows)
-            bar.update(b - a)
+        for (images, _labels), where in zip(loader, plan, strict=True):
+            launched = (to_host(embed(images)), where)  # queued; the GPU runs on meanwhile
+            if pending is not None:
+                bar.update(_land(*pending, writer=writer, key=key, desc=desc))
+            pending = launched
+        if pending is not None:
+            bar.update(_land(*pending, writer=writer, key=key, desc=desc))
     finally:
         bar.close()
         writer.close()
+
+
+def _land(
+    host: tuple[torch.Tensor, Any],
+    where: tuple,
+    *,
+    writer: shards.ShardWriter,
+    key: dict[str, Any],
+    desc: str,
+) -> int:
+    """Wait for one batch's features, check them, write them, record a finished shard."""
+    tensor, done = host
+    if done is not None:
+        done.synchronize()
+    out = tensor.numpy()
+    shard, a, b, rows = where
+    if out.shape != (b - a, key["dim"]):
+        raise RuntimeError(f"{desc}: encoder gave {out.shape} for rows {a}-{b - 1}")
+    _check_finite(out, row=a, desc=desc)
+    writer.write(a, out)
+    if b == rows[1]:
+        writer.end_shard(shard, *rows)
+    return b - a
 
 
 def _finish(

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from probe.batching import compile_encoder
 from probe.cache import CacheEntry, entry_for, fingerprint
 from probe.datasets.base import ImageDataset
 from probe.distributed import Context, broadcast, setup, teardown
 from probe.encoders.base import resolve_dtype
 from probe.errors import ProbeError
-from probe.extract import DEFAULT_SHARD_SIZE, compile_encoder, extract_split
+from probe.extract import DEFAULT_SHARD_SIZE, extract_split
 from probe.factory import make
 from probe.protocol import refit_and_test, search
 from probe.results import result_path, write_result

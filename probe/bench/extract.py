@@ -172,8 +172,8 @@ def pipeline(
 
 
 def main(argv: list[str]) -> int:
+    from probe.batching import compile_encoder
     from probe.encoders.base import resolve_dtype
-    from probe.extract import compile_encoder
     from probe.factory import make
     from probe.run import resolve_device
 
