@@ -174,7 +174,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     ctx, device = setup(device)
     entries = cache_entries(cfg, dataset, dtype)
     try:
-        seconds = ensure_features(cfg, dataset, entries, device=device, dtype=dtype, ctx=ctx)
+        extract_seconds = ensure_features(
+            cfg, dataset, entries, device=device, dtype=dtype, ctx=ctx
+        )
     finally:
         teardown(ctx)
     if cfg.stage == "extract" or not ctx.main:
@@ -216,7 +218,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "device": device,
         "dtype": dtype,
         "seconds": {
-            "extract": round(seconds, 3),
+            "extract": round(extract_seconds, 3),
             "probe": round(time.perf_counter() - start, 3),
         },
         "features": {s: str(e.path) for s, e in entries.items()},
