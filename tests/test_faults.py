@@ -253,3 +253,13 @@ def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert proc.wait(timeout=300) == 2
     out = output(proc)
     assert "first bad row" in out and "Traceback" not in out
+
+
+def test_verify_false_skips_only_the_checksum(tmp_path: Path, clean) -> None:
+    """extract.verify=false trusts the bytes, never the shapes: truncation is still caught."""
+    cache = copied_cache(clean, tmp_path)
+    feats = _train_entry(cache) / "features.npy"
+    with open(feats, "r+b") as fh:
+        fh.truncate(feats.stat().st_size - 256)
+    with pytest.raises(ProbeError, match="unreadable or truncated"):
+        run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=probe", "extract.verify=false"]))
