@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,12 +17,17 @@ log = logging.getLogger("probe")
 # whatever the working directory is (editable installs run from anywhere).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 REAL_COMMAND = "python -m probe encoder=mlcd_l14 dataset=cifar100"
+# Under torchrun every rank runs this app: give each rank its own Hydra run dir (`_rankN`).
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    os.environ.setdefault("PROBE_LOG_SUFFIX", f"_rank{os.environ.get('RANK', '0')}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     from probe.run import run
 
+    if int(os.environ.get("RANK", "0")) > 0:  # rank 0 speaks for a torchrun job
+        logging.getLogger("probe").setLevel(logging.WARNING)
     try:
         record = run(cfg)
     except ProbeError as err:

@@ -3,7 +3,9 @@
 The directory name carries a fingerprint of everything that changes the features, so a change
 to any of it lands in a new directory and a stale entry can never be read for new settings.
 `meta.json` is written last, after the arrays are flushed: a directory without it is an
-unfinished extraction and is never used.
+unfinished extraction and is never used (see `probe/shards.py` for how one is resumed). An
+entry with meta.json is verified before each use: shapes, dtypes and sizes against meta.json,
+row count and sample ids against the dataset, and the SHA-256 recorded while writing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import numpy as np
 from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
+HOST = socket.gethostname().replace(".", "_")
 
 # Bump when a change to the extraction code changes the features it writes.
 FEATURE_VERSION = 1
@@ -67,11 +71,18 @@ class CacheEntry:
             log.warning("unreadable %s (%s): the entry will be rebuilt", self.meta_path, err)
             return None
 
-    def is_complete(self, *, n: int | None = None, content_hash: str | None = None) -> bool:
-        """True if the entry is finished and matches what the dataset says it should hold."""
+    def problems(
+        self, *, n: int | None = None, content_hash: str | None = None, checksum: bool = True
+    ) -> list[str]:
+        """Why this entry must not be used (empty: finished and intact).
+
+        Checks meta.json against the fingerprint and the dataset (row count, sample ids and
+        labels), the arrays' shapes, dtypes and sizes against meta.json, and with `checksum`
+        the SHA-256 of every shard of rows recorded at write time (about 1 s per GB).
+        """
         meta = self.meta()
         if meta is None:
-            return False
+            return ["no meta.json (unfinished or never extracted)"]
         problems = []
         if meta.get("fingerprint") != json.loads(json.dumps(self.fingerprint, default=str)):
             problems.append("fingerprint differs")
@@ -79,21 +90,53 @@ class CacheEntry:
             problems.append(f"{meta.get('n')} rows cached, dataset has {n}")
         if content_hash is not None and meta.get("content_hash") != content_hash:
             problems.append("dataset samples or labels changed")
-        if problems:
-            log.warning("cache entry %s is stale (%s): rebuilding", self.path, "; ".join(problems))
+        return problems or self._array_problems(meta, checksum=checksum)
+
+    def _array_problems(self, meta: dict[str, Any], *, checksum: bool) -> list[str]:
+        from probe.shards import verify_features
+
+        try:
+            feats = np.load(self.path / "features.npy", mmap_mode="r", allow_pickle=False)
+            labels = np.load(self.path / "labels.npy", mmap_mode="r", allow_pickle=False)
+            n, dim = int(meta["n"]), int(meta["dim"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return [f"arrays unreadable or truncated ({err})"]
+        if feats.shape != (n, dim) or feats.dtype != np.float32:
+            return [f"features.npy is {feats.dtype} {feats.shape}, meta.json says float32 "
+                    f"({n}, {dim})"]  # fmt: skip
+        if labels.shape != (n,) or labels.dtype != np.int64:
+            return [f"labels.npy is {labels.dtype} {labels.shape}, meta.json says int64 ({n},)"]
+        if (self.path / "features.npy").stat().st_size != feats.offset + n * dim * 4:
+            return ["features.npy has trailing bytes"]
+        if not checksum:
+            return []
+        if "checksum" not in meta:
+            return ["meta.json has no checksum (written by an older version)"]
+        if file_sha256(self.path / "labels.npy") != meta["checksum"].get("labels"):
+            return ["checksum mismatch in labels.npy"]
+        return verify_features(self.path / "features.npy", n=n, dim=dim, checksum=meta["checksum"])
+
+    def is_complete(
+        self, *, n: int | None = None, content_hash: str | None = None, checksum: bool = True
+    ) -> bool:
+        """True if the entry is finished, intact and matches what the dataset should hold."""
+        problems = self.problems(n=n, content_hash=content_hash, checksum=checksum)
+        if problems and self.meta_path.exists():
+            log.warning("cache entry %s is not usable (%s)", self.path, "; ".join(problems))
         return not problems
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """The arrays, memory-mapped; callers check `problems()` first (run.py does)."""
         meta = self.meta()
         if meta is None:
             raise ProbeError(f"no finished features at {self.path}")
+        problems = self._array_problems(meta, checksum=False)
+        if problems:
+            raise ProbeError(
+                f"cache entry {self.path} is damaged ({problems[0]}); delete it and rerun"
+            )
         feats = np.load(self.path / "features.npy", mmap_mode="r", allow_pickle=False)
         labels = np.load(self.path / "labels.npy", allow_pickle=False)
-        if feats.shape != (meta["n"], meta["dim"]) or labels.shape != (meta["n"],):
-            raise ProbeError(
-                f"cache entry {self.path} holds arrays of shape {feats.shape} / {labels.shape}, "
-                f"meta.json says ({meta['n']}, {meta['dim']}); delete the directory and rerun"
-            )
         return feats, labels
 
     def reset(self) -> None:
@@ -105,6 +148,12 @@ class CacheEntry:
     def finish(self, meta: dict[str, Any]) -> None:
         meta = {**meta, "fingerprint": self.fingerprint}
         write_json_atomic(self.meta_path, meta)
+
+    @property
+    def lock_path(self) -> Path:
+        """Beside the entry (not in it, so wiping the entry never drops a held lock); hidden, so
+        a glob for `{split}-*` entries never picks it up."""
+        return self.path.with_name(f".{self.path.name}.lock")
 
 
 def entry_for(
@@ -125,19 +174,78 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_name(path: Path) -> Path:
+    """`.NAME.HOST.PID.tmp` beside `path`; leftovers of dead writers are swept on the next write."""
+    for old in path.parent.glob(f".{path.name}.{HOST}.*.tmp"):
+        pid = old.name.removesuffix(".tmp").rpartition(".")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            _unlink_quietly(old)
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write through a temp file in the same directory, fsync, rename: old or new, never half."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Any text file (JSON, tables, task lists) the same way: old or new, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise ProbeError(f"could not write {path}: {err.strerror or err}") from err
+        _unlink_quietly(tmp)
+        from probe.shards import disk_error
+
+        raise disk_error(err, path) from err
     fsync_dir(path.parent)
+
+
+def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
+    """np.save through a temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _unlink_quietly(tmp)
+        from probe.shards import disk_error
+
+        raise disk_error(err, path) from err
+    fsync_dir(path.parent)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass

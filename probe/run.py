@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from probe.batching import compile_encoder
 from probe.cache import CacheEntry, entry_for, fingerprint
 from probe.datasets.base import ImageDataset
+from probe.distributed import Context, broadcast, setup, teardown
 from probe.encoders.base import resolve_dtype
 from probe.errors import ProbeError
-from probe.extract import extract_split
+from probe.extract import DEFAULT_SHARD_SIZE, extract_split
 from probe.factory import make
 from probe.protocol import refit_and_test, search
 from probe.results import result_path, write_result
@@ -57,6 +59,39 @@ def cache_entries(cfg: DictConfig, dataset: ImageDataset, dtype: str) -> dict[st
     }
 
 
+def extract_options(cfg: DictConfig) -> dict[str, Any]:
+    """The `extract:` node (shard size, lock timeout, verification), with defaults."""
+    opts = {"shard_size": DEFAULT_SHARD_SIZE, "lock_timeout": 3600, "verify": True}
+    opts.update(_plain(cfg.get("extract") or {}))
+    return opts
+
+
+def _unusable(dataset, entries, *, verify: bool) -> dict[str, list[str]]:
+    """Split -> why its entry cannot be used (missing, stale, damaged); only bad ones."""
+    out = {}
+    for s, e in entries.items():
+        split = dataset.splits[s]
+        problems = e.problems(n=len(split), content_hash=split.content_hash(), checksum=verify)
+        if problems:
+            out[s] = problems
+    return out
+
+
+def _todo(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
+    bad = _unusable(dataset, entries, verify=verify)
+    if bad and cfg.stage == "probe":
+        missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
+        return {
+            "error": f"stage=probe needs cached features, but these splits have none usable: "
+            f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name} "
+            f"dataset={cfg.dataset.name}` first (or stage=all)."
+        }
+    for s, problems in bad.items():
+        if entries[s].meta_path.exists():
+            log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path, "; ".join(problems))
+    return {"todo": list(bad)}
+
+
 def ensure_features(
     cfg: DictConfig,
     dataset: ImageDataset,
@@ -64,28 +99,26 @@ def ensure_features(
     *,
     device: str,
     dtype: str,
+    ctx: Context | None = None,
 ) -> float:
-    """Extract every split whose entry is missing or stale; returns seconds spent extracting."""
-    todo = [
-        s
-        for s, e in entries.items()
-        if not e.is_complete(
-            n=len(dataset.splits[s]), content_hash=dataset.splits[s].content_hash()
-        )
-    ]
-    if not todo:
+    """Extract every split whose entry is missing, stale or damaged; returns seconds spent.
+
+    Under torchrun rank 0 checks the cache and every rank extracts its share of each split.
+    """
+    ctx = ctx or Context()
+    opts = extract_options(cfg)
+    plan = _todo(cfg, dataset, entries, verify=bool(opts["verify"])) if ctx.main else None
+    plan = broadcast(plan, ctx)
+    if "error" in plan:
+        raise ProbeError(plan["error"])
+    if not plan["todo"]:
         log.info("features cached for all splits: nothing to extract")
         return 0.0
-    if cfg.stage == "probe":
-        missing = ", ".join(f"{s} ({entries[s].path})" for s in todo)
-        raise ProbeError(
-            f"stage=probe needs cached features, but these splits have none: {missing}. "
-            f"Run `python -m probe stage=extract encoder={cfg.encoder.name} "
-            f"dataset={cfg.dataset.name}` first (or stage=all)."
-        )
     start = time.perf_counter()
     encoder = make(cfg.encoder, device=device, dtype=dtype)
-    for split in todo:
+    if cfg.get("compile") or cfg.encoder.get("compile"):
+        encoder = compile_encoder(encoder)
+    for split in plan["todo"]:
         extract_split(
             encoder=encoder,
             split=dataset.splits[split],
@@ -93,6 +126,9 @@ def ensure_features(
             batch_size=int(cfg.batch_size),
             num_workers=cfg.num_workers,
             desc=f"{cfg.encoder.name}/{cfg.dataset.name}/{split}",
+            shard_size=int(opts["shard_size"]),
+            ctx=ctx,
+            lock_timeout=opts["lock_timeout"],
         )
     return time.perf_counter() - start
 
@@ -117,15 +153,33 @@ def warn_sizes(dataset: ImageDataset, sizes: dict[str, int]) -> None:
             )  # fmt: skip
 
 
+def _warn_unconverged(records: list[dict[str, Any]], cfg: DictConfig) -> None:
+    bad = [r["C"] for r in records if not r["converged"]]
+    if bad:
+        log.warning(
+            "%d of %d searched C values did not converge within probe.max_iter=%s (C=%s); "
+            "the result records converged=false for them",
+            len(bad), len(records), cfg.probe.get("max_iter"), ", ".join(f"{c:.3g}" for c in bad),
+        )  # fmt: skip
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.stage not in STAGES:
         raise ProbeError(f"stage={cfg.stage!r} is not valid; allowed: {', '.join(STAGES)}")
+    if int(cfg.batch_size) <= 0:
+        raise ProbeError(f"batch_size={cfg.batch_size} must be a positive integer, e.g. 256")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.encoder.get("dtype", "auto"), device)
     dataset = build_dataset(cfg)
+    ctx, device = setup(device)
     entries = cache_entries(cfg, dataset, dtype)
-    extract_seconds = ensure_features(cfg, dataset, entries, device=device, dtype=dtype)
-    if cfg.stage == "extract":
+    try:
+        extract_seconds = ensure_features(
+            cfg, dataset, entries, device=device, dtype=dtype, ctx=ctx
+        )
+    finally:
+        teardown(ctx)
+    if cfg.stage == "extract" or not ctx.main:
         return None
     start = time.perf_counter()
     feats = {s: e.load() for s, e in entries.items()}
@@ -135,6 +189,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     found = search(
         solver=solver, train=train, val=val, num_classes=dataset.num_classes, metric=dataset.metric
     )
+    _warn_unconverged(found.records, cfg)
     both = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
     test_score, final = refit_and_test(
         solver=solver,
@@ -153,6 +208,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "C": found.best_C,
         "search": found.records,
         "final_fit": {"converged": final.converged, "iterations": final.iterations},
+        "converged": bool(final.converged and all(r["converged"] for r in found.records)),
         "n_train": len(train[1]),
         "n_val": len(val[1]),
         "n_test": len(test[1]),

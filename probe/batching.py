@@ -1,0 +1,104 @@
+"""The device side of extraction: data loading knobs, OOM fallback, compile, async copies.
+
+Kept apart from the shard bookkeeping in `probe/extract.py`: this is what decides images/s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from probe.datasets.base import Split
+from probe.encoders.base import Encoder
+from probe.errors import ProbeError
+
+log = logging.getLogger(__name__)
+# torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError
+OOM_ERROR = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+
+
+class Samples(Dataset):
+    """A Split viewed as a torch Dataset of (transformed sample, label)."""
+
+    def __init__(self, split: Split, transform: Any) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.split.load(self.split.items[i])), int(self.split.labels[i])
+
+
+def resolve_num_workers(num_workers: Any, n_items: int, *, procs_per_node: int = 1) -> int:
+    """`auto`: the CPUs this job was given (SLURM's count, else the process affinity).
+
+    Under torchrun the node's CPUs are shared by its `procs_per_node` ranks.
+    """
+    if num_workers != "auto":
+        n = int(num_workers)
+        if n < 0:
+            raise ProbeError(f"num_workers={n} must be >= 0 or 'auto'")
+        return n
+    if n_items < 4096:  # tiny splits: worker start-up costs more than it saves
+        return 0
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    n = int(cpus) if cpus else len(os.sched_getaffinity(0))
+    return max(0, min(n // max(procs_per_node, 1) - 1, 32))
+
+
+class AdaptiveEmbed:
+    """`encoder.embed` that halves the sub-batch on CUDA out-of-memory instead of dying.
+
+    The smaller size sticks for the rest of the run (memory does not come back mid-run).
+    """
+
+    def __init__(self, encoder: Encoder, *, desc: str) -> None:
+        self.encoder = encoder
+        self.desc = desc
+        self.limit: int | None = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) features, still on the encoder's device."""
+        while True:
+            step = self.limit or len(images)
+            try:
+                parts = [self.encoder.embed(chunk) for chunk in images.split(step)]
+                return parts[0] if len(parts) == 1 else torch.cat(parts)
+            except OOM_ERROR as err:
+                if step <= 1:
+                    raise ProbeError(
+                        f"{self.desc}: out of GPU memory even at batch size 1; use a GPU with "
+                        "more memory or encoder.dtype=bfloat16"
+                    ) from err
+                self.limit = max(1, step // 2)
+                log.warning("%s: out of GPU memory at batch %d, retrying at %d", self.desc, step,
+                            self.limit)  # fmt: skip
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+
+def compile_encoder(encoder: Encoder) -> Encoder:
+    """torch.compile the model (or the forward function): worth it for long extractions."""
+    net = getattr(encoder.forward, "net", None)
+    if isinstance(net, torch.nn.Module):
+        encoder.forward.net = torch.compile(net)
+    else:
+        encoder.forward = torch.compile(encoder.forward)
+    return encoder
+
+
+def to_host(out: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Queue the copy to (pinned) host memory without waiting for it: while the CPU checks
+    and writes batch i, the GPU already computes batch i+1."""
+    if not out.is_cuda:
+        return out, None
+    host = out.to("cpu", non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One GPU, one go: extraction throughput of both MLCD shapes (random weights, no download)
+# plus the solver bench. Prints each number and keeps them as JSON under $OUT.
+#   bash probe/bench/gpu_check.sh                    # on a GPU node, from the repo root
+#   OUT=/tmp/bench N_IMAGES=8192 bash probe/bench/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-bench-out}
+N_IMAGES=${N_IMAGES:-4096}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+echo "cpus: ${SLURM_CPUS_PER_TASK:-$(nproc)}" | tee -a "$OUT/gpu.txt"
+status=0
+# The JPEGs are generated once into $OUT/jpegs and shared by both runs.
+python -m probe.bench extract encoder=mlcd_l14 --random-weights --batch-size 256 \
+    --n-images "$N_IMAGES" --images "$OUT/jpegs" --json "$OUT/extract_mlcd_l14.json" || status=1
+python -m probe.bench extract encoder=mlcd_bigg14_336 --shape mlcd_bigg14_336 --batch-size 128 \
+    --n-images "$N_IMAGES" --images "$OUT/jpegs" --json "$OUT/extract_mlcd_bigg14_336.json" \
+    || status=1
+python -m probe.bench solvers 2>&1 | tee "$OUT/solvers.txt" || status=1
+python - "$OUT" <<'PY'
+import json, pathlib, sys
+rows = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("extract_*.json"))]
+print("| shape | GPU | dtype | batch | workers | ceiling img/s | pipeline img/s | ratio |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['shape']} | {r['gpu']} | {r['dtype']} | {r['batch_size']} | {r['num_workers']} "
+          f"| {r['ceiling_images_per_s']} | {r['pipeline_images_per_s']} | {r['ratio']} |")
+PY
+exit $status
