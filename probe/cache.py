@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,28 +21,54 @@ from typing import Any
 import numpy as np
 
 from probe.errors import ProbeError
+from probe.io import write_json_atomic
 
 log = logging.getLogger(__name__)
-HOST = socket.gethostname().replace(".", "_")
 
 # Bump when a change to the extraction code changes the features it writes.
 FEATURE_VERSION = 1
-# Config keys that never change a feature value: names, locations, carving, metrics.
+# Config keys that never change a feature value: names, carving, metrics.
 ENCODER_IGNORED = frozenset({"name", "batch_size", "compile"})
 DATASET_IGNORED = frozenset(
-    {"name", "root", "download", "metric", "val", "num_classes", "expected_sizes", "hint"}
+    {"name", "download", "metric", "val", "num_classes", "expected_sizes", "hint"}
 )
 
 
-def fingerprint(*, encoder: dict, dataset: dict, split: str, dtype: str) -> dict[str, Any]:
-    """The settings that determine a cached split's features, as a JSON-able dict."""
-    return {
-        "feature_version": FEATURE_VERSION,
-        "encoder": {k: v for k, v in sorted(encoder.items()) if k not in ENCODER_IGNORED},
-        "dtype": dtype,
-        "dataset": {k: v for k, v in sorted(dataset.items()) if k not in DATASET_IGNORED},
-        "split": split,
-    }
+def fingerprint(
+    *, encoder: dict, dataset: dict, split: str, dtype: str, data_root: str | None = None
+) -> dict[str, Any]:
+    """The settings that determine a cached split's features, as a JSON-able dict.
+
+    A dataset `root` under `data_root` counts by its relative path, so moving the whole data
+    root keeps the cache while two different folders (say two `imagefolder` runs) never share
+    one. A local model directory counts with its files' sizes and modification times, so a
+    re-converted checkpoint at the same path is re-extracted.
+    """
+    ds = {k: v for k, v in sorted(dataset.items()) if k not in DATASET_IGNORED}
+    if ds.get("root"):
+        ds["root"] = _location(ds["root"], data_root)
+    enc = {k: v for k, v in sorted(encoder.items()) if k not in ENCODER_IGNORED}
+    if isinstance(enc.get("model"), str) and Path(enc["model"]).expanduser().is_dir():
+        enc["model_files"] = _files_stamp(Path(enc["model"]).expanduser())
+    return {"feature_version": FEATURE_VERSION, "encoder": enc, "dtype": dtype, "dataset": ds,
+            "split": split}  # fmt: skip
+
+
+def _location(root: str, data_root: str | None) -> str:
+    path = Path(root).expanduser().resolve()
+    if data_root:
+        base = Path(data_root).expanduser().resolve()
+        if path == base or base in path.parents:
+            return str(path.relative_to(base))
+    return str(path)
+
+
+def _files_stamp(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def digest(fp: dict[str, Any]) -> str:
@@ -163,89 +187,9 @@ def entry_for(
     return CacheEntry(root / encoder_name / dataset_name / f"{split}-{digest(fp)[:16]}", fp)
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_name(path: Path) -> Path:
-    """`.NAME.HOST.PID.tmp` beside `path`; leftovers of dead writers are swept on the next write."""
-    for old in path.parent.glob(f".{path.name}.{HOST}.*.tmp"):
-        pid = old.name.removesuffix(".tmp").rpartition(".")[2]
-        if pid.isdigit() and not _alive(int(pid)):
-            _unlink_quietly(old)
-    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write through a temp file in the same directory, fsync, rename: old or new, never half."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    write_text_atomic(path, text)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Any text file (JSON, tables, task lists) the same way: old or new, never half."""
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _unlink_quietly(tmp)
-        from probe.shards import disk_error
-
-        raise disk_error(err, path) from err
-    fsync_dir(path.parent)
-
-
-def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
-    """np.save through a temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _unlink_quietly(tmp)
-        from probe.shards import disk_error
-
-        raise disk_error(err, path) from err
-    fsync_dir(path.parent)
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass

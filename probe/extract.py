@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from probe import shards
 from probe.batching import AdaptiveEmbed, Samples, resolve_num_workers, to_host
-from probe.cache import CacheEntry, file_sha256, save_npy_atomic
+from probe.cache import CacheEntry, file_sha256
 from probe.datasets.base import Split
 from probe.distributed import Context, all_ok, barrier, broadcast
 from probe.encoders.base import Encoder
 from probe.errors import ProbeError
+from probe.io import save_npy_atomic
 from probe.lock import EntryLock
 
 log = logging.getLogger(__name__)

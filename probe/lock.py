@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.io import pid_alive
 
 log = logging.getLogger(__name__)
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
@@ -35,16 +36,6 @@ def _read_owner(path: Path) -> tuple[int | None, str]:
         return int(pid), host
     except (OSError, ValueError):
         return None, "?"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EntryLock:
@@ -104,7 +95,7 @@ class EntryLock:
             fd = os.open(excl, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             pid, host = _read_owner(excl)
-            if host == socket.gethostname() and pid is not None and not _pid_alive(pid):
+            if host == socket.gethostname() and pid is not None and not pid_alive(pid):
                 log.warning("removing stale lock %s of dead pid %d", excl, pid)
                 excl.unlink(missing_ok=True)
             return False

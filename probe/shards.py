@@ -17,7 +17,6 @@ second read) and end up in meta.json, where they verify the entry each time it i
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from probe.errors import ProbeError
+from probe.io import disk_error
 
 log = logging.getLogger(__name__)
 PARTIAL = "partial.json"
@@ -41,17 +40,6 @@ _CHUNK = 1 << 24
 
 def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-
-
-def disk_error(err: OSError, path: Path) -> ProbeError:
-    """A write failure as a user-fixable error that names the path."""
-    hint = {
-        errno.ENOSPC: "the disk is full; free space or point cache_dir/results_dir elsewhere",
-        errno.EDQUOT: "the disk quota is exceeded; free space or use another directory",
-        errno.EROFS: "the filesystem is read-only; choose a writable directory",
-        errno.EACCES: "no permission to write there; choose a writable directory",
-    }.get(err.errno, "check the directory is writable and has space")
-    return ProbeError(f"could not write {path}: {err.strerror or err} ({hint})")
 
 
 def data_offset(path: Path) -> int:
@@ -103,7 +91,7 @@ def prepare(entry: Path, *, key: dict[str, Any]) -> set[int]:
     `key` holds n, dim, shard_size and the fingerprint: a partial entry is resumed only if
     its key is identical, else it is wiped and preallocated afresh.
     """
-    from probe.cache import fsync_dir, write_json_atomic
+    from probe.io import fsync_dir, write_json_atomic
 
     if _resumable(entry, key) and not (entry / "meta.json").exists():
         return _verified_done(entry, key)
@@ -167,7 +155,7 @@ class ShardWriter:
 
     def end_shard(self, index: int, start: int, stop: int) -> None:
         """Rows on disk first, then the record: a record always means durable rows."""
-        from probe.cache import write_json_atomic
+        from probe.io import write_json_atomic
 
         try:
             os.fdatasync(self.fd)

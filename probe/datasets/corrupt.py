@@ -81,7 +81,7 @@ def find_corrupt(split: Split, *, desc: str, workers: int | None = None) -> list
 
 def remembered_corrupt(split: Split, *, desc: str) -> list[int]:
     """`find_corrupt`, answered from the memo when nothing changed since the last scan."""
-    from probe.cache import write_json_atomic
+    from probe.io import write_json_atomic
 
     path = memo_dir() / f"{scan_key(split)}.json"
     try:
