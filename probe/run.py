@@ -53,7 +53,9 @@ def cache_entries(cfg: DictConfig, dataset: ImageDataset, dtype: str) -> dict[st
             encoder_name=cfg.encoder.name,
             dataset_name=cfg.dataset.name,
             split=split,
-            fp=fingerprint(encoder=enc, dataset=ds, split=split, dtype=dtype),
+            fp=fingerprint(
+                encoder=enc, dataset=ds, split=split, dtype=dtype, data_root=cfg.data_root
+            ),
         )
         for split in dataset.source_splits
     }

@@ -148,3 +148,24 @@ def test_hf_encoder_equals_direct_forward(dirs, tiny_clip: Path) -> None:
     assert feats.shape == (450, 32)
     np.testing.assert_allclose(feats, ref, atol=1e-5, rtol=0)
     assert np.array_equal(np.load(entry / "labels.npy"), split.labels)
+
+
+def test_fingerprint_locations(tmp_path: Path) -> None:
+    """Moving the data root keeps the cache; two different folders never share an entry."""
+    from probe.cache import digest, fingerprint
+
+    def fp(root: str, data_root: str, model: str = "org/model") -> str:
+        enc = {"name": "e", "model": model}
+        ds = {"name": "d", "root": root}
+        return digest(fingerprint(encoder=enc, dataset=ds, split="train", dtype="float32",
+                                  data_root=data_root))  # fmt: skip
+
+    assert fp("/a/data/cifar", "/a/data") == fp("/b/scratch/cifar", "/b/scratch")
+    assert fp("/a/folder1", "/data") != fp("/a/folder2", "/data")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"x" * 10)
+    before = fp("/d/x", "/d", model=str(model))
+    assert before == fp("/d/x", "/d", model=str(model))
+    (model / "weights.bin").write_bytes(b"y" * 11)  # a re-converted checkpoint, same path
+    assert fp("/d/x", "/d", model=str(model)) != before
