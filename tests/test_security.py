@@ -77,15 +77,16 @@ def test_pickle_npy_refused(tmp_path: Path) -> None:
 def test_trust_remote_code_on_warns(tmp_path: Path, caplog) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from probe.encoders.hf import _load_model
+    from probe.encoders.hf import load_config, load_model
 
     cfg = CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                            num_attention_heads=2, image_size=16, patch_size=8)  # fmt: skip
     CLIPVisionModel(cfg).save_pretrained(tmp_path)
     caplog.set_level("WARNING")
-    _load_model(str(tmp_path), revision="main", trust_remote_code=False, expected_type=None)
+    config = load_config(str(tmp_path), revision="main", trust_remote_code=False)
+    load_model(str(tmp_path), config, revision="main", trust_remote_code=False)
     assert "trust_remote_code" not in caplog.text
-    _load_model(str(tmp_path), revision="main", trust_remote_code=True, expected_type=None)
+    load_model(str(tmp_path), config, revision="main", trust_remote_code=True)
     assert "trust_remote_code is on" in caplog.text
 
 
@@ -122,5 +123,5 @@ def test_offline_revision_not_cached_names_revision(tmp_path: Path) -> None:
     proc = run_cli(args, cwd=tmp_path, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-2000:]
-    assert "encoder.model='probe-test/not-cached' (revision 'v9')" in out
+    assert "encoder.model='probe-test/not-cached' (encoder.revision='v9')" in out
     assert "Traceback" not in out

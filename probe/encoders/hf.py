@@ -46,9 +46,9 @@ def load_config(model: str, *, revision: str, trust_remote_code: bool) -> Any:
         )
     except (OSError, ValueError) as err:
         raise ProbeError(
-            f"encoder.model={model!r} (revision {revision!r}) could not be loaded: {err}. "
-            "Give a Hugging Face hub id (with network or a warm HF cache) or a local directory "
-            "written by save_pretrained."
+            f"encoder.model={model!r} (encoder.revision={revision!r}) could not be loaded: "
+            f"{err}. Give a Hugging Face hub id and a revision that exists (offline, one already "
+            "in the local HF cache) or a local directory written by save_pretrained."
         ) from err
 
 

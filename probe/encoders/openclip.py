@@ -61,7 +61,7 @@ def local_checkpoint(model: str, revision: str) -> Path:
                 continue
     except Exception as err:  # noqa: BLE001 - any hub failure gets the same fix
         raise ProbeError(
-            f"encoder.model={model!r} (revision {revision!r}) could not be fetched: {err}. "
+            f"encoder.model={model!r} (encoder.revision={revision!r}) could not be fetched: {err}. "
             "Give an open_clip hub id (with network or a warm HF cache) or a local directory "
             f"with {CONFIG_FILE} and weights"
         ) from err
