@@ -58,7 +58,7 @@ class _Problem:
             )
         remap = np.full(num_classes, -1, dtype=np.int64)
         remap[self.present] = np.arange(len(self.present))
-        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+        self.X = torch.from_numpy(_writable_f32(X)).to(device)
         self.y = torch.from_numpy(remap[np.asarray(y, dtype=np.int64)]).to(device)
         self.n, self.dim = self.X.shape
         self.k = len(self.present)
@@ -245,9 +245,15 @@ class TorchSolver(Solver):
         b = torch.from_numpy(np.asarray(fit.intercept, np.float32)).to(self.device)
         out = np.empty(len(X), dtype=np.int64)
         for s in range(0, len(X), chunk):
-            xb = torch.from_numpy(np.ascontiguousarray(X[s : s + chunk], dtype=np.float32))
+            xb = torch.from_numpy(_writable_f32(X[s : s + chunk]))
             out[s : s + chunk] = (xb.to(self.device) @ W.T + b).argmax(1).cpu().numpy()
         return out
+
+
+def _writable_f32(X: np.ndarray) -> np.ndarray:
+    """float32, C-contiguous and writable (torch refuses to wrap read-only memory maps)."""
+    arr = np.ascontiguousarray(X, dtype=np.float32)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 @contextlib.contextmanager
