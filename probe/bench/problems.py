@@ -79,22 +79,33 @@ def digits() -> Problem:
 SEPARATION = {"cifar100": 0.12, "imagenet": 0.16}
 
 
-def build(name: str, *, gpu: bool, seed: int = 0) -> Problem:
+def build(name: str, *, gpu: bool, seed: int = 0, max_train: int | None = None) -> Problem:
+    """A named problem; `max_train` caps the training rows of the synthetic ones."""
     if name == "digits":
         return digits()
+    prob = _synthetic(name, gpu=gpu, seed=seed, max_train=max_train)
+    if max_train and len(prob.y) == max_train:
+        prob.note += f", training rows capped at {max_train:,} (--max-train)"
+    return prob
+
+
+def _synthetic(name: str, *, gpu: bool, seed: int, max_train: int | None) -> Problem:
+    def rows(n: int) -> int:
+        return min(n, max_train) if max_train else n
+
     if name == "cifar100":
         return gaussians(
-            name=name, n_train=50_000, n_test=10_000, dim=1024, num_classes=100,
+            name=name, n_train=rows(50_000), n_test=10_000, dim=1024, num_classes=100,
             separation=SEPARATION[name], seed=seed, note="CIFAR-100 shape",
         )  # fmt: skip
     if name == "imagenet":
         if gpu:
             return gaussians(
-                name=name, n_train=1_281_167, n_test=50_000, dim=1024, num_classes=1000,
+                name=name, n_train=rows(1_281_167), n_test=50_000, dim=1024, num_classes=1000,
                 separation=SEPARATION[name], seed=seed, note="ImageNet shape",
             )  # fmt: skip
         return gaussians(
-            name=name, n_train=64_000, n_test=10_000, dim=1024, num_classes=1000,
+            name=name, n_train=rows(64_000), n_test=10_000, dim=1024, num_classes=1000,
             separation=SEPARATION[name], seed=seed,
             note="ImageNet classes and width, 64 images per class (CPU subsample)",
         )  # fmt: skip

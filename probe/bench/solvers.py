@@ -144,6 +144,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--device", default="auto", help="torch backend device: auto, cpu, cuda")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--max-train",
+        type=int,
+        default=None,
+        help="cap the synthetic problems' training rows (a documented subsample)",
+    )
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     return ap.parse_args(argv)  # fmt: skip
 
@@ -159,7 +165,8 @@ def main(argv: list[str]) -> int:
     backends = sorted(backends, key=lambda b: b == "sklearn")  # the slow reference last
     results = []
     for name in args.problems.split(","):
-        prob = problems.build(name, gpu=device.startswith("cuda"), seed=args.seed)
+        prob = problems.build(name, gpu=device.startswith("cuda"), seed=args.seed,
+                              max_train=args.max_train)  # fmt: skip
         rows = []
         for backend in backends:
             log.info("%s (%s): %s on %s ...", name, prob.shape, backend, device)
@@ -168,6 +175,7 @@ def main(argv: list[str]) -> int:
                      row["test"], row["C"])  # fmt: skip
             rows.append(row)
         results.append({"problem": name, "shape": prob.shape, "note": prob.note,
+                        "threads": torch.get_num_threads(),
                         "rows": summarise(prob, rows)})  # fmt: skip
         print(table(results[-1:]), flush=True)
     print("\n" + table(results))

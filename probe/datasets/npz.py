@@ -79,7 +79,7 @@ class _Rows:
     def __call__(self, index: int) -> np.ndarray:
         if self._array is None:
             self._array = _read(self.path, self.key)
-        return np.asarray(self._array[index])
+        return np.array(self._array[index])  # a copy: rows of a memmap are read-only
 
 
 def file_digest(path: Path) -> str:
