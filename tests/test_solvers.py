@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -271,3 +272,15 @@ def test_cuml_on_gpu_matches_the_optimum() -> None:
         fit = CumlSolver().fit(X, y, C=C, num_classes=5)
         ref = TIGHT.fit(X, y, C=C, num_classes=5)
         assert rel_gap(objective(X, y, fit.coef, fit.intercept, C), ref.objective) < 1e-4
+
+
+def test_solver_benchmark_runs_and_prints_the_table(capsys, tmp_path) -> None:
+    from probe.bench.__main__ import main
+
+    out = tmp_path / "bench.json"
+    assert main(["solvers", "--problems", "digits", "--backends", "torch", "--device", "cpu",
+                 "--out", str(out)]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    assert "| digits | 1,347 x 64 x 10 | torch | cpu |" in table
+    (row,) = json.loads(out.read_text())[0]["rows"]
+    assert row["test"] > 90 and row["gap"] < 1e-5 and len(row["search"]) >= 7
