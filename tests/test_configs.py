@@ -18,7 +18,7 @@ def test_dataset_config_composes(name: str) -> None:
     cfg = compose_cfg([f"dataset={name}"])
     assert cfg.dataset.name == name
     assert cfg.dataset.metric in ("top1", "mean_per_class")
-    assert cfg.dataset.num_classes == "auto" or cfg.dataset.num_classes > 0
+    assert cfg.dataset.num_classes == "auto" or cfg.dataset.num_classes > 0  # npz: inferred
     assert cfg.dataset._target_.startswith("probe.datasets.")
 
 
@@ -30,7 +30,7 @@ def test_probe_config_composes(name: str) -> None:
 
 def test_top_level_defaults() -> None:
     cfg = compose_cfg([])
-    assert (cfg.encoder.name, cfg.dataset.name, cfg.probe.name) == ("pixels", "digits", "sklearn")
+    assert (cfg.encoder.name, cfg.dataset.name, cfg.probe.name) == ("pixels", "digits", "torch")
     for key in ("data_root", "cache_dir", "results_dir", "device", "batch_size", "num_workers"):
         assert key in cfg
     assert cfg.results_dir == "results"

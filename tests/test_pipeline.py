@@ -32,7 +32,7 @@ def test_demo_cli_end_to_end(tmp_path: Path) -> None:
     assert result["score"] > 90
     assert (result["n_train"], result["n_val"], result["n_test"]) == (1078, 269, 450)
     assert result["metric"] == "top1" and result["num_classes"] == 10
-    assert result["feature_dim"] == 64 and result["backend"] == "sklearn"
+    assert result["feature_dim"] == 64 and result["backend"] == "torch"
     assert [r["C"] for r in result["search"]][:7] == pytest.approx(
         [10.0**e for e in range(-6, 7, 2)]
     )

@@ -22,6 +22,7 @@ class Fit:
     iterations: int
     converged: bool
     objective: float | None = None
+    C: float | None = None  # the C it was fitted at (lets a backend pick warm starts)
 
 
 class Solver:

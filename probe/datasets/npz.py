@@ -1,0 +1,184 @@
+"""Features computed elsewhere, in one `.npz` file: probe them with `encoder=precomputed`.
+
+The file holds `x_train`, `y_train`, `x_test`, `y_test` and optionally `x_val`, `y_val` (an
+official validation split; without it val is carved from train like any dataset). X arrays
+are float (N x D), labels integers (N,). Items are row indices and `load` returns the row.
+
+Members saved uncompressed (`np.savez`) are memory-mapped straight out of the zip, so the
+file is never read whole and DataLoader workers share the page cache; compressed members
+(`np.savez_compressed`) are read into memory once per process. Every sample id carries the
+file's SHA-256, so the feature cache can never serve rows of an older file with the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe.datasets.base import ImageDataset, Split, ValSpec
+from probe.errors import ProbeError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def _member_memmap(path: Path, key: str) -> np.ndarray | None:
+    """A read-only memmap of an uncompressed npz member, or None if it is compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        return None  # refused later through np.load(allow_pickle=False)
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)
+
+
+def _read(path: Path, key: str) -> np.ndarray:
+    arr = _member_memmap(path, key)
+    if arr is not None:
+        return arr
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data[key]
+    except ValueError as err:  # object arrays need pickle: refused
+        raise ProbeError(
+            f"dataset.path={path}: array {key!r} is stored as Python objects (a pickle), which "
+            "is refused for safety; save plain numeric arrays (np.savez(path, x_train=..., ...))"
+        ) from err
+
+
+class _Rows:
+    """Row index -> feature vector. Pickles as (path, key): workers reopen it lazily."""
+
+    def __init__(self, path: Path, key: str, array: np.ndarray | None = None) -> None:
+        self.path, self.key, self._array = path, key, array
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "key": self.key, "_array": None}
+
+    def __call__(self, index: int) -> np.ndarray:
+        if self._array is None:
+            self._array = _read(self.path, self.key)
+        return np.array(self._array[index])  # a copy: rows of a memmap are read-only
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_pair(path: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
+    bad = f"dataset.path={path}:"
+    if x.ndim != 2:
+        raise ProbeError(f"{bad} x_{split} has shape {x.shape}; it must be 2-D (N x D)")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ProbeError(f"{bad} x_{split} has dtype {x.dtype}; features must be float")
+    if y.ndim != 1:
+        raise ProbeError(f"{bad} y_{split} has shape {y.shape}; labels must be 1-D (N,)")
+    if not (np.issubdtype(y.dtype, np.integer) and y.dtype != np.bool_):
+        raise ProbeError(
+            f"{bad} y_{split} has dtype {y.dtype}; labels must be integers 0..K-1 "
+            "(map class names to indices first)"
+        )
+    if len(x) != len(y):
+        raise ProbeError(f"{bad} x_{split} has {len(x)} rows but y_{split} has {len(y)} labels")
+    if len(y) == 0:
+        raise ProbeError(f"{bad} the {split} split is empty")
+    if y.min() < 0:
+        raise ProbeError(f"{bad} y_{split} has negative labels; use 0..K-1")
+
+
+def load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Validated (x, y) per split present in the file."""
+    if not path.is_file():
+        raise ProbeError(f"dataset.path={path} does not exist; pass dataset.path=FILE.npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ProbeError(f"dataset.path={path} is not a readable .npz file ({err})") from err
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in keys]
+    if missing:
+        raise ProbeError(
+            f"dataset.path={path} lacks {missing}; it needs x_train, y_train, x_test, y_test "
+            f"(optionally x_val, y_val); it has {sorted(keys)}"
+        )
+    if ("x_val" in keys) != ("y_val" in keys):
+        raise ProbeError(f"dataset.path={path}: give both x_val and y_val, or neither")
+    out = {}
+    for split in SPLITS:
+        if f"x_{split}" in keys:
+            x, y = _read(path, f"x_{split}"), _read(path, f"y_{split}")
+            _check_pair(path, split, x, y)
+            out[split] = (x, y)
+    dims = {s: x.shape[1] for s, (x, _) in out.items()}
+    if len(set(dims.values())) != 1:
+        raise ProbeError(f"dataset.path={path}: feature widths differ between splits: {dims}")
+    return out
+
+
+def build(
+    *,
+    path: str | None = None,
+    name: str = "npz",
+    metric: str = "top1",
+    num_classes: int | str = "auto",
+    val: Any = None,
+    **_: Any,
+) -> ImageDataset:
+    if not path:
+        raise ProbeError("dataset=npz needs the file: pass dataset.path=FILE.npz")
+    file = Path(path).expanduser().resolve()
+    arrays = load_arrays(file)
+    top = max(int(y.max()) for _, y in arrays.values()) + 1
+    if num_classes == "auto":
+        num_classes = top
+    elif int(num_classes) < top:
+        raise ProbeError(
+            f"dataset.num_classes={num_classes} but {file} has labels up to {top - 1}; "
+            "raise it or leave it at auto"
+        )
+    digest = file_digest(file)[:16]
+    splits = {
+        split: Split(
+            items=range(len(y)),
+            labels=np.asarray(y, dtype=np.int64),
+            load=_Rows(file, f"x_{split}", x),
+            ids=[f"{digest}/{split}/{i}" for i in range(len(y))],
+        )
+        for split, (x, y) in arrays.items()
+    }
+    spec = dict(val or {})
+    if "val" in arrays:
+        spec["source"] = "official"
+    return ImageDataset(
+        name=name,
+        num_classes=int(num_classes),
+        metric=metric,
+        splits=splits,
+        val=ValSpec.from_cfg(spec),
+        info={"path": str(file), "sha256_16": digest},
+    )

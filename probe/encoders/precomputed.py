@@ -1,0 +1,23 @@
+"""Features computed elsewhere (`dataset=npz`): each sample already is its feature vector.
+
+`transform` turns a row into a float32 tensor and `forward` is the identity, so the rows go
+through the same cache and probe path as any encoder's features. The copy runs on the CPU:
+moving vectors to a GPU and back would only cost time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from probe.encoders.base import Encoder
+from probe.encoders.preprocess import as_tensor
+
+
+def _identity(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def build(**_: Any) -> Encoder:
+    return Encoder(transform=as_tensor, forward=_identity, device="cpu", dtype="float32")

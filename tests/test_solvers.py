@@ -1,0 +1,286 @@
+"""Probe backends: the torch solver against scikit-learn's objective and optimum; cuML's mapping."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg, config_names
+
+from probe.errors import ProbeError
+from probe.factory import make
+from probe.protocol import GRID, score, search
+from probe.solvers.base import Fit, objective
+from probe.solvers.sklearn import SklearnSolver
+from probe.solvers.torch_solver import TorchSolver
+
+TIGHT = SklearnSolver(tol=1e-10, max_iter=20000)
+
+
+def blobs(n=900, d=12, k=4, *, sep=1.0, seed=0, scales=None):
+    """Overlapping Gaussian classes; `scales` stretches features (ill-conditioning)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(k, d)) * sep
+    y = np.arange(n) % k
+    X = means[y] + rng.normal(size=(n, d))
+    if scales is not None:
+        X = X * scales
+    return X.astype(np.float32), y.astype(np.int64)
+
+
+def rel_gap(a: float, b: float) -> float:
+    return (a - b) / abs(b)
+
+
+def test_objective_and_gradient_match_sklearn_loss() -> None:
+    from sklearn.metrics import log_loss
+
+    X, y = blobs(n=300, d=6, k=3)
+    rng = np.random.default_rng(1)
+    coef, b, C = rng.normal(size=(3, 6)), rng.normal(size=3), 0.7
+    logits = X.astype(np.float64) @ coef.T + b
+    proba = np.exp(logits - logits.max(1, keepdims=True))
+    proba /= proba.sum(1, keepdims=True)
+    expected = 0.5 * (coef**2).sum() + C * len(y) * log_loss(y, proba, labels=[0, 1, 2])
+    assert objective(X, y, coef, b, C) == pytest.approx(expected, rel=1e-12)
+    # the solver's scaled loss and gradient (float64 mode) against autograd of the same
+    solver = TorchSolver()
+    p = solver.problem(X, y, 3)
+    theta = torch.from_numpy(np.concatenate([coef, b[:, None]], 1))
+    loss, grad = solver._evaluate(p, [theta], mode="float64")[0]
+    t = theta.clone().requires_grad_(True)
+    ce = torch.nn.functional.cross_entropy(
+        torch.from_numpy(X).double() @ t[:, :6].T + t[:, 6], torch.from_numpy(y)
+    )
+    ce.backward()
+    assert loss == pytest.approx(ce.item(), rel=1e-12)
+    np.testing.assert_allclose(grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+    f32 = solver._evaluate(p, [theta], mode="float32")[0]  # float32 matmuls: float tolerance
+    assert f32[0] == pytest.approx(ce.item(), rel=1e-6)
+    np.testing.assert_allclose(f32[1].numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ill_conditioned", "separable"],
+)
+def test_reaches_tight_optimum(case: str) -> None:
+    if case == "ill_conditioned":  # feature scales spanning 3 orders of magnitude
+        X, y = blobs(n=600, d=10, k=3, scales=np.logspace(-1.5, 1.5, 10))
+        Cs = [1e-3, 1.0, 10.0]
+    else:  # far-apart classes: weakly regularised optimum with a large norm
+        X, y = blobs(n=300, d=8, k=3, sep=6.0)
+        Cs = [1.0, 1e2, 1e4]
+    solver = TorchSolver(tol=1e-10, max_iter=20000)  # the same tolerance as TIGHT
+    for C in Cs:
+        fit = solver.fit(X, y, C=C, num_classes=3)
+        ref = TIGHT.fit(X, y, C=C, num_classes=3)
+        assert fit.converged
+        assert rel_gap(objective(X, y, fit.coef, fit.intercept, C), ref.objective) < 1e-7
+
+
+def test_at_or_below_sklearn_and_within_0p1pp_of_tight_optimum() -> None:
+    """The whole search: every C at or below sklearn's objective; scores as the optimum's."""
+    X, y = blobs(n=7000, d=16, k=5, sep=0.45, seed=2)  # 3,000 val and test rows: 0.033 pp each
+    (X, Xv, Xt), (y, yv, yt) = np.split(X, [1000, 4000]), np.split(y, [1000, 4000])
+    torch_res = search(solver=TorchSolver(), train=(X, y), val=(Xv, yv), num_classes=5,
+                       metric="top1")  # fmt: skip
+    sk = SklearnSolver()  # the reference's defaults: tol 1e-4 (relative), max_iter 1000
+    for k, fit in torch_res.fits.items():
+        C = float(GRID[k])
+        mine = objective(X, y, fit.coef, fit.intercept, C)
+        assert mine <= sk.fit(X, y, C=C, num_classes=5).objective * (1 + 1e-12)
+        tight = TIGHT.fit(X, y, C=C, num_classes=5)
+        for A, b in ((Xv, yv), (Xt, yt)):
+            ours = score(TorchSolver().predict(fit, A), b, "top1")
+            assert abs(ours - score(SklearnSolver().predict(tight, A), b, "top1")) <= 0.1
+    assert 50 < max(r["val_score"] for r in torch_res.records) < 95  # overlapping classes
+
+
+def test_warm_started_fits_still_iterate_and_match_cold() -> None:
+    X, y = blobs(n=800, d=10, k=4, sep=0.5)
+    solver = TorchSolver()
+    Cs = [float(GRID[k]) for k in (48, 56, 64, 72, 80)]  # 1 .. 1e4, ascending
+    warm = solver.fit_many(X, y, Cs=Cs, num_classes=4)
+    cold = [solver.fit(X, y, C=C, num_classes=4) for C in Cs]
+    assert all(f.iterations > 0 and f.converged for f in warm)
+    for C, w, c in zip(Cs, warm, cold, strict=True):
+        assert w.C == C
+        ow = objective(X, y, w.coef, w.intercept, C)
+        oc = objective(X, y, c.coef, c.intercept, C)
+        assert abs(rel_gap(ow, oc)) < 1e-7
+    assert sum(f.iterations for f in warm[1:]) < sum(f.iterations for f in cold[1:])
+
+
+def test_stacked_heads_and_chunks_give_the_same_fits() -> None:
+    X, y = blobs(n=700, d=9, k=3, sep=0.5)
+    Cs = [1e-2, 1.0, 1e2]
+    seq = TorchSolver(stack=False).fit_many(X, y, Cs=Cs, num_classes=3)
+    stacked = TorchSolver(stack=True, chunk_mb=1).fit_many(X, y, Cs=Cs, num_classes=3)
+    for C, a, b in zip(Cs, seq, stacked, strict=True):
+        oa = objective(X, y, a.coef, a.intercept, C)
+        ob = objective(X, y, b.coef, b.intercept, C)
+        assert abs(rel_gap(oa, ob)) < 1e-7 and a.converged and b.converged
+    solver = TorchSolver(chunk_mb=1)  # 1 MiB: 700 rows x 3 heads x 3 classes fit; force more
+    solver.chunk_bytes = 8 * 9 * 3 * 50  # ~50 rows per chunk
+    p = solver.problem(X, y, 3)
+    theta = torch.randn(3, 10, dtype=torch.float64)
+    whole = TorchSolver().problem(X, y, 3)
+    a = solver._evaluate(p, [theta, theta * 2], mode="float64")
+    b = TorchSolver()._evaluate(whole, [theta, theta * 2], mode="float64")
+    for (la, ga), (lb, gb) in zip(a, b, strict=True):
+        assert la == pytest.approx(lb, rel=1e-12)
+        np.testing.assert_allclose(ga.numpy(), gb.numpy(), rtol=1e-10, atol=1e-15)
+
+
+class OneAtATime(TorchSolver):
+    """The protocol's sequential path: each C fitted alone, from the protocol's warm start."""
+
+    def fit_many(self, X, y, *, Cs, num_classes, inits=None):
+        one = super().fit_many
+        inits = inits or [None] * len(Cs)
+        pairs = zip(Cs, inits, strict=True)
+        return [one(X, y, Cs=[C], num_classes=num_classes, inits=[i])[0] for C, i in pairs]
+
+
+def test_round_fitting_does_not_change_the_chosen_C() -> None:
+    X, y = blobs(n=1200, d=12, k=4, sep=0.4, seed=5)
+    args = dict(train=(X[:900], y[:900]), val=(X[900:], y[900:]), num_classes=4, metric="top1")
+    res = {name: search(solver=s, **args) for name, s in (
+        ("rounds", TorchSolver(stack=True)), ("chained", TorchSolver()), ("single", OneAtATime()),
+    )}  # fmt: skip
+    order = [r["C"] for r in res["single"].records]
+    assert order[:7] == pytest.approx([10.0**e for e in range(-6, 7, 2)])
+    for r in res.values():
+        assert [x["C"] for x in r.records] == order  # the protocol's order, each C once
+        scores = [x["val_score"] for x in r.records]
+        assert scores == [x["val_score"] for x in res["single"].records]
+        assert r.best_C == res["single"].best_C
+        best = max(x["val_score"] for x in r.records)
+        assert r.best_C == min(x["C"] for x in r.records if x["val_score"] == best)
+
+
+def test_binary_matches_sklearn_binomial() -> None:
+    X, y = blobs(n=400, d=5, k=2, sep=0.6)
+    for C in (0.01, 1.0, 100.0):
+        ours = TorchSolver(tol=1e-8).fit(X, y, C=C, num_classes=2)
+        ref = TIGHT.fit(X, y, C=C, num_classes=2)
+        np.testing.assert_allclose(ours.coef, ref.coef, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ours.intercept, ref.intercept, rtol=1e-4, atol=1e-6)
+
+
+def test_absent_classes_are_never_predicted() -> None:
+    X, y = blobs(n=300, d=4, k=3)
+    y = np.array([0, 1, 3])[y]  # classes 2 and 4 of 5 never appear
+    fit = TorchSolver().fit(X, y, C=1.0, num_classes=5)
+    assert fit.coef.shape == (5, 4) and np.isneginf(fit.intercept[[2, 4]]).all()
+    assert set(np.unique(TorchSolver().predict(fit, X))) <= {0, 1, 3}
+    ref = SklearnSolver().fit(X, y, C=1.0, num_classes=5)
+    assert fit.objective <= ref.objective * (1 + 1e-12)
+
+
+def test_max_iter_1_is_not_converged_and_bad_settings_are_refused(dirs) -> None:
+    from probe.run import run
+
+    rec = run(compose_cfg([*dirs, "probe=torch", "probe.max_iter=1"]))
+    assert rec["backend"] == "torch" and len(rec["search"]) >= 7
+    assert not any(r["converged"] for r in rec["search"])
+    assert all(r["iterations"] == 1 for r in rec["search"])
+    assert rec["final_fit"] == {"converged": False, "iterations": 1}
+    with pytest.raises(ProbeError, match="probe.max_iter=0"):
+        make(compose_cfg(["probe=torch", "probe.max_iter=0"]).probe, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ProbeError, match="device=cuda"):
+            TorchSolver(device="cuda")
+
+
+@pytest.mark.parametrize("name", config_names("probe"))
+def test_every_backend_config_fits_or_says_why(name: str) -> None:
+    from probe.solvers.cuml import gpu_usable
+
+    node = compose_cfg([f"probe={name}"]).probe
+    assert node.name == name
+    if name == "cuml" and not gpu_usable():
+        with pytest.raises(ProbeError, match=r"cuml-cu13.*probe=torch"):
+            make(node, device="cpu")
+        return
+    solver = make(node, device="cuda" if torch.cuda.is_available() else "cpu")
+    X, y = blobs(n=400, d=6, k=3, sep=0.5)
+    fit = solver.fit(X, y, C=1.0, num_classes=3)
+    ref = TIGHT.fit(X, y, C=1.0, num_classes=3)
+    assert isinstance(fit, Fit) and fit.converged
+    assert rel_gap(objective(X, y, fit.coef, fit.intercept, 1.0), ref.objective) < 1e-4
+
+
+def test_default_backend_is_torch() -> None:
+    assert compose_cfg([]).probe.name == "torch"
+
+
+# -- cuML -------------------------------------------------------------------------------------
+class _NewCuml:  # the current signature: has penalty_normalized
+    def __init__(self, *, penalty="l2", tol=1e-4, C=1.0, fit_intercept=True, max_iter=1000,
+                 linesearch_max_iter=50, solver="qn", lbfgs_memory=5, penalty_normalized=True,
+                 verbose=False, output_type=None): ...  # fmt: skip
+
+
+class _OldCuml:  # before penalty_normalized: l2 = 1/C on a mean loss
+    def __init__(self, *, penalty="l2", tol=1e-4, C=1.0, fit_intercept=True, max_iter=1000,
+                 linesearch_max_iter=50, verbose=0, handle=None): ...  # fmt: skip
+
+
+def test_cuml_argument_mapping() -> None:
+    from probe.solvers.cuml import cuml_kwargs
+
+    new = cuml_kwargs(_NewCuml, C=0.5, n_samples=1000, max_iter=7, tol=1e-6,
+                      linesearch_max_iter=40, lbfgs_memory=10)  # fmt: skip
+    assert new == {"penalty": "l2", "fit_intercept": True, "max_iter": 7, "tol": 1e-6,
+                   "C": 0.5, "penalty_normalized": True, "linesearch_max_iter": 40,
+                   "lbfgs_memory": 10}  # fmt: skip
+    old = cuml_kwargs(_OldCuml, C=0.5, n_samples=1000, max_iter=7, tol=1e-6, lbfgs_memory=10)
+    assert old["C"] == pytest.approx(500.0) and "penalty_normalized" not in old
+    assert "lbfgs_memory" not in old  # arguments the installed cuML lacks are dropped
+
+
+def test_cuml_without_gpu_fails_before_importing_cuml(monkeypatch) -> None:
+    from probe.solvers import cuml as backend
+
+    touched = []
+    fake = types.ModuleType("cuml")
+    fake.__getattr__ = lambda attr: touched.append(attr)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuml", fake)
+    monkeypatch.setitem(sys.modules, "cuml.linear_model", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ProbeError) as err:
+        backend.build()
+    assert "CUDA GPU" in str(err.value) and 'pip install -e ".[cuml-cu13]"' in str(err.value)
+    assert touched == []
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="cuML runs only where a CUDA GPU is usable"
+)
+def test_cuml_on_gpu_matches_the_optimum() -> None:
+    pytest.importorskip("cuml")
+    from probe.solvers.cuml import CumlSolver
+
+    X, y = blobs(n=2000, d=16, k=5, sep=0.5)
+    for C in (0.1, 10.0):
+        fit = CumlSolver().fit(X, y, C=C, num_classes=5)
+        ref = TIGHT.fit(X, y, C=C, num_classes=5)
+        assert rel_gap(objective(X, y, fit.coef, fit.intercept, C), ref.objective) < 1e-4
+
+
+def test_solver_benchmark_runs_and_prints_the_table(capsys, tmp_path) -> None:
+    from probe.bench.__main__ import main
+
+    out = tmp_path / "bench.json"
+    assert main(["solvers", "--problems", "digits", "--backends", "torch", "--device", "cpu",
+                 "--out", str(out)]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    assert "| digits | 1,347 x 64 x 10 | torch | cpu |" in table
+    (row,) = json.loads(out.read_text())[0]["rows"]
+    assert row["test"] > 90 and row["gap"] < 1e-5 and len(row["search"]) >= 7
