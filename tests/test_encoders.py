@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, compose_cfg, config_names, run_cli
+from conftest import CONFIGS, REPO, compose_cfg, config_names, run_cli
 from omegaconf import OmegaConf
 from reference import openai_reference, reference, sample_photos
 
@@ -125,7 +125,13 @@ def direct_forward(model_type: str, path: Path, pixels: torch.Tensor) -> torch.T
         return net(pixel_values=pixels).pooler_output
 
 
-MODEL_CONFIGS = [n for n in config_names("encoder") if n != "pixels"]
+# Every config that loads a model (pixels and precomputed have none; they are tested in
+# tests/test_pipeline.py and tests/test_npz.py).
+MODEL_CONFIGS = [
+    n
+    for n in config_names("encoder")
+    if "model" in OmegaConf.load(CONFIGS / "encoder" / f"{n}.yaml")
+]
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
