@@ -278,19 +278,6 @@ def _closest_below(C: float, candidates: Sequence[Fit | None]) -> Fit | None:
     return next((f for f in candidates if f is not None and f.C is None), None)
 
 
-def build(
-    *,
-    device: str = "cpu",
-    max_iter: int = 1000,
-    tol: float = 1e-5,
-    tol_relative: bool = True,
-    memory: int = 10,
-    stack: str | bool = "auto",
-    tf32: str | bool = "auto",
-    chunk_mb: int = 1024,
-    **_: Any,
-) -> TorchSolver:
-    return TorchSolver(
-        device=device, max_iter=max_iter, tol=tol, tol_relative=tol_relative, memory=memory,
-        stack=stack, tf32=tf32, chunk_mb=chunk_mb,
-    )  # fmt: skip
+def build(*, name: str = "torch", **options: Any) -> TorchSolver:
+    """The config's keys are TorchSolver's options one to one (`name` only labels the config)."""
+    return TorchSolver(**options)
