@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from probe.errors import ProbeError
-from probe.solvers.base import Fit, Solver, objective
-from probe.solvers.sklearn import _full_classes
+from probe.solvers.base import Fit, Solver
+from probe.solvers.sklearn import fit_from_model
 
 log = logging.getLogger(__name__)
 INSTALL = 'pip install -e ".[cuml-cu13]" (or ".[cuml-cu12]" for CUDA 12)'
@@ -73,7 +73,7 @@ def _host(a: Any) -> np.ndarray:
 
 
 class _Model:
-    """What `_full_classes` reads: sklearn-style attributes, on the host."""
+    """What `fit_from_model` reads: sklearn-style attributes, on the host."""
 
     def __init__(self, model: Any) -> None:
         self.classes_ = _host(model.classes_).astype(int)
@@ -107,15 +107,10 @@ class CumlSolver(Solver):
         model = self.cls(**kwargs)
         model.fit(X32, np.asarray(y, dtype=np.float32))
         iterations = int(np.max(_host(getattr(model, "n_iter_", [self.max_iter]))))
-        coef, intercept = _full_classes(_Model(model), num_classes, X32.shape[1])
-        return Fit(
-            coef=coef,
-            intercept=intercept,
-            iterations=iterations,
-            converged=iterations < self.max_iter,
-            objective=objective(X32, y, coef, intercept, C),
-            C=float(C),
-        )
+        return fit_from_model(
+            _Model(model), X32, y, C=C, num_classes=num_classes,
+            iterations=iterations, max_iter=self.max_iter,
+        )  # fmt: skip
 
 
 def build(

@@ -36,15 +36,32 @@ class SklearnSolver(Solver):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X64, y)
-        iterations = int(np.max(model.n_iter_))
-        coef, intercept = _full_classes(model, num_classes, X64.shape[1])
-        return Fit(
-            coef=coef,
-            intercept=intercept,
-            iterations=iterations,
-            converged=iterations < self.max_iter,
-            objective=objective(X64, y, coef, intercept, C),
-        )
+        return fit_from_model(
+            model, X64, y, C=C, num_classes=num_classes,
+            iterations=int(np.max(model.n_iter_)), max_iter=self.max_iter,
+        )  # fmt: skip
+
+
+def fit_from_model(
+    model: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    C: float,
+    num_classes: int,
+    iterations: int,
+    max_iter: int,
+) -> Fit:
+    """A `Fit` from any fitted model with sklearn's attributes (sklearn's own, or cuML's)."""
+    coef, intercept = _full_classes(model, num_classes, X.shape[1])
+    return Fit(
+        coef=coef,
+        intercept=intercept,
+        iterations=iterations,
+        converged=iterations < max_iter,
+        objective=objective(X, y, coef, intercept, C),
+        C=float(C),
+    )
 
 
 def _full_classes(model: Any, num_classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
