@@ -31,6 +31,7 @@ class Split:
     labels: np.ndarray
     load: Callable[[Any], Any]
     ids: Sequence[str] | None = None
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -41,14 +42,20 @@ class Split:
         return len(self.labels)
 
     def content_hash(self) -> str:
-        """A digest of the sample ids and labels: the cache checks it before trusting rows."""
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.labels).tobytes())
-        ids = self.ids if self.ids is not None else range(len(self.labels))
-        for i in ids:
-            h.update(str(i).encode())
-            h.update(b"\0")
-        return h.hexdigest()
+        """A digest of the sample ids and labels: the cache checks it before trusting rows.
+
+        Computed once per split (a run asks for it at the cache check, under the lock, in the
+        meta record and for the corrupt-image scan; ImageNet train has 1.28M ids).
+        """
+        if self._hash is None:
+            h = hashlib.sha256()
+            h.update(np.ascontiguousarray(self.labels).tobytes())
+            ids = self.ids if self.ids is not None else range(len(self.labels))
+            for i in ids:
+                h.update(str(i).encode())
+                h.update(b"\0")
+            self._hash = h.hexdigest()
+        return self._hash
 
 
 @dataclass
