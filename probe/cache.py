@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,12 +161,6 @@ class CacheEntry:
         feats = np.load(self.path / "features.npy", mmap_mode="r", allow_pickle=False)
         labels = np.load(self.path / "labels.npy", allow_pickle=False)
         return feats, labels
-
-    def reset(self) -> None:
-        """Remove an unfinished or stale entry so it can be written afresh."""
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
 
     def finish(self, meta: dict[str, Any]) -> None:
         meta = {**meta, "fingerprint": self.fingerprint}

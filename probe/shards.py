@@ -60,10 +60,6 @@ def hash_rows(path: Path, start: int, stop: int, *, dim: int, offset: int) -> st
     return h.hexdigest()
 
 
-def combine(digests: list[str]) -> str:
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
 def progress_records(entry: Path) -> dict[int, dict[str, Any]]:
     out = {}
     for p in sorted((entry / PROGRESS).glob("*.json")):
