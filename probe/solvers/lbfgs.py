@@ -10,22 +10,28 @@ shared L-BFGS over all heads converges far worse, see SOLVER-NOTES).
 The objective per head is scikit-learn's, scaled by 1/(C N) (same minimiser):
     f(W, b) = mean_i logloss_i + ||W||^2 / (2 C N)      (b unregularised)
 and the stopping rule is scipy's as sklearn calls it: max |grad f| <= gtol, or a relative
-decrease of f below 64 machine epsilons.
+decrease of f below 64 machine epsilons. A head may run in transformed coordinates (the
+caller's preconditioning): then `HeadSpec.grad_max` measures the rule in the original ones,
+and `reg` is per column. A head can continue from another's curvature pairs (`mem0`), which
+is how a float32 fit that reached its rounding floor is finished in float64 without
+restarting L-BFGS from a bare gradient step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 FTOL = 64 * 2.220446049250313e-16  # scipy's ftol as scikit-learn sets it
 C1, C2 = 1e-4, 0.9  # weak Wolfe constants
 MAX_LINESEARCH = 25
+MAX_EXPAND = 100.0  # largest factor one secant extrapolation may grow a step by
 
 Point = torch.Tensor  # (K, D+1) float64: coef | intercept
 Eval = tuple[float, torch.Tensor]  # (mean log-loss, its gradient (K, D+1) float64)
+Pair = tuple[torch.Tensor, torch.Tensor, float]  # L-BFGS memory: (s, y, 1 / s.y)
 
 
 @dataclass
@@ -35,24 +41,40 @@ class HeadResult:
     converged: bool
     loss: float  # mean log-loss at theta
     grad_max: float  # max |grad f| at theta
+    mem: list[Pair] = field(default_factory=list)  # curvature pairs, to continue from
+    ev: Eval | None = None  # the evaluation at theta, so a continuation need not redo it
 
 
 @dataclass
 class HeadSpec:
     """One head to fit: its scaled regularisation, stopping rule and start point."""
 
-    reg: float  # 1 / (C N)
+    reg: float | torch.Tensor  # 1 / (C N), or per coef column (D,) in transformed coordinates
     gtol: float
     max_iter: int
     theta0: Point
     memory: int = 10
+    mem0: list[Pair] = field(default_factory=list)  # curvature pairs to start from
+    ev0: Eval | None = None  # the evaluation at theta0 when already known
+    # relative rounding noise of f: a step whose predicted decrease is below it cannot be
+    # told apart from no step (float32 matmuls: the head stops there; the caller finishes
+    # in float64)
+    noise: float = 0.0
+    scale: torch.Tensor | None = None  # the caller's change of variables, passed back to it
+    state: dict = field(default_factory=dict)  # the caller's per-head scratch (cached logits)
+    # the stopping rule's max |gradient|, in the caller's original coordinates when the head
+    # runs in transformed ones (default: max |g| of the gradient the head sees)
+    grad_max: Callable[[torch.Tensor], float] | None = None
+
+    def gmax(self, g: torch.Tensor) -> float:
+        return float(g.abs().max()) if self.grad_max is None else self.grad_max(g)
 
 
 def _objective(spec: HeadSpec, theta: Point, ev: Eval) -> tuple[float, torch.Tensor]:
     """Adds the L2 term (coef only, never the intercept) to the mean log-loss."""
     loss, grad = ev
     coef = theta[:, :-1]
-    f = loss + 0.5 * spec.reg * float((coef * coef).sum())
+    f = loss + 0.5 * float((spec.reg * coef * coef).sum())
     g = grad.clone()
     g[:, :-1] += spec.reg * coef
     return f, g
@@ -78,17 +100,16 @@ def _direction(g: torch.Tensor, mem: list[tuple[torch.Tensor, torch.Tensor, floa
 def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
     """L-BFGS with a weak-Wolfe bracketing line search for one head."""
     theta = spec.theta0
-    ev = yield theta
+    ev = spec.ev0 if spec.ev0 is not None else (yield theta)
     f, g = _objective(spec, theta, ev)
-    loss = ev[0]
-    mem: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    mem = list(spec.mem0)
     it = 0
     while True:
-        gmax = float(g.abs().max())
+        gmax = spec.gmax(g)
         if gmax <= spec.gtol:
-            return HeadResult(theta, it, True, loss, gmax)
+            return HeadResult(theta, it, True, ev[0], gmax, mem, ev)
         if it >= spec.max_iter:
-            return HeadResult(theta, it, False, loss, gmax)
+            return HeadResult(theta, it, False, ev[0], gmax, mem, ev)
         d = _direction(g, mem)
         dg = float((d * g).sum())
         if not dg < 0:  # not a descent direction (lost curvature): restart from -g
@@ -98,8 +119,8 @@ def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
         found = yield from _line_search(spec, theta, f, d, dg, step)
         it += 1
         if found is None:  # no decrease representable: as close as this precision gets
-            return HeadResult(theta, it, gmax <= spec.gtol, loss, gmax)
-        new_theta, new_f, new_g, new_loss = found
+            return HeadResult(theta, it, gmax <= spec.gtol, ev[0], gmax, mem, ev)
+        new_theta, new_f, new_g, new_ev = found
         s, y = new_theta - theta, new_g - g
         sy = float((s * y).sum())
         if sy > 1e-12 * float((y * y).sum()) ** 0.5 * float((s * s).sum()) ** 0.5:
@@ -107,21 +128,27 @@ def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
             if len(mem) > spec.memory:
                 mem.pop(0)
         decrease = (f - new_f) / max(abs(f), abs(new_f), 1.0)
-        theta, f, g, loss = new_theta, new_f, new_g, new_loss
+        theta, f, g, ev = new_theta, new_f, new_g, new_ev
         if decrease <= FTOL:
-            gmax = float(g.abs().max())
-            return HeadResult(theta, it, True, loss, gmax)
+            return HeadResult(theta, it, True, ev[0], spec.gmax(g), mem, ev)
 
 
 def _line_search(spec: HeadSpec, theta: Point, f0: float, d: Point, dg0: float, step: float):
-    """Bracketing search for a weak-Wolfe step; falls back to the best Armijo point found."""
-    lo, hi = 0.0, float("inf")
+    """Bracketing search for a weak-Wolfe step; falls back to the best Armijo point found.
+
+    While no upper bound is known, a step that is still too short grows by secant
+    extrapolation of the slope (the first step of a fit is often thousands of times too
+    short on normalised features; doubling would cost a dozen passes).
+    """
+    lo, dlo, hi = 0.0, dg0, float("inf")
     best = None
     for _ in range(MAX_LINESEARCH):
         trial = theta + step * d
         ev = yield trial
         f, g = _objective(spec, trial, ev)
         if not (f == f and f < float("inf")) or f > f0 + C1 * step * dg0:
+            if spec.noise and -step * dg0 < spec.noise * max(abs(f0), 1.0):
+                return best  # the decrease sought is below the rounding noise of f
             hi = step
             if lo == 0.0 and f == f and f < float("inf"):  # quadratic interpolation, safeguarded
                 denom = 2.0 * (f - f0 - dg0 * step)
@@ -130,25 +157,32 @@ def _line_search(spec: HeadSpec, theta: Point, f0: float, d: Point, dg0: float, 
             else:
                 step = 0.5 * (lo + hi)
             continue
-        best = (trial, f, g, ev[0])
-        if float((g * d).sum()) < C2 * dg0:  # too short: the slope is still steep
-            lo = step
-            step = 2.0 * step if hi == float("inf") else 0.5 * (lo + hi)
+        best = (trial, f, g, ev)
+        slope = float((g * d).sum())
+        if slope < C2 * dg0:  # too short: the slope is still steep
+            if hi == float("inf"):
+                grow = (lo - step) * slope / (slope - dlo) if slope > dlo else float("inf")
+                lo, dlo = step, slope
+                step = step + min(max(grow, step), (MAX_EXPAND - 1.0) * step)
+            else:
+                lo, dlo = step, slope
+                step = 0.5 * (lo + hi)
             continue
         return best
     return best
 
 
 def drive(
-    specs: Sequence[HeadSpec], evaluate: Callable[[list[Point]], list[Eval]]
+    specs: Sequence[HeadSpec], evaluate: Callable[[list[Point], list[HeadSpec]], list[Eval]]
 ) -> list[HeadResult]:
-    """Run heads in lock-step; `evaluate` gets every pending point and returns their losses."""
+    """Run heads in lock-step; `evaluate` gets every pending point (with its head's spec)
+    and returns their losses."""
     gens = [head(s) for s in specs]
     pending = {i: next(gen) for i, gen in enumerate(gens)}
     results: list[HeadResult | None] = [None] * len(gens)
     while pending:
         order = list(pending)
-        evals = evaluate([pending[i] for i in order])
+        evals = evaluate([pending[i] for i in order], [specs[i] for i in order])
         for i, ev in zip(order, evals, strict=True):
             try:
                 pending[i] = gens[i].send(ev)
