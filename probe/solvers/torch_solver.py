@@ -2,12 +2,15 @@
 
 It minimises exactly scikit-learn's objective (0.5 ||W||^2 + C * sum of log-losses,
 intercept unregularised) and is checked against it. What makes it fast (SOLVER-NOTES.md):
-- it works in the features' centred principal-axis basis with a per-C diagonal scaling
-  (`resident.Resident`): an exact change of variables under which L-BFGS needs 3 to 6 times
-  fewer passes than on the raw features;
+- it works in the features' centred principal-axis basis (`resident.Resident`) with a
+  diagonal scaling set from each head's current softmax curvature (`track.Track`): exact
+  changes of variables under which L-BFGS needs 2 to 4 times fewer passes than on the raw
+  features;
 - features stay resident on the device as float32; matmuls run in float32 while the loss,
-  the softmax residuals and all L-BFGS vectors are float64 (pure float32 stalls near the
-  optimum; this mix does not);
+  the softmax residuals and all L-BFGS vectors are float64. Each head's logits are cached in
+  float64 and only the step is multiplied in float32, so rounding scales with the step:
+  the float32 phase reaches the gradient rule instead of stalling (a float64 finish remains
+  for problems whose logits do not fit `CACHE_BYTES`);
 - warm starts along ascending C, with a stopping rule relative to the starting gradient, so
   a warm start is never "already converged" at a tolerance the new C has not met;
 - on GPU, the C values of one search round are fitted together: stacked heads share each
@@ -33,6 +36,7 @@ from probe.errors import ProbeError
 from probe.solvers.base import Fit, Solver
 from probe.solvers.lbfgs import Eval, HeadSpec, Point, drive
 from probe.solvers.resident import Resident, writable_f32
+from probe.solvers.track import Track
 
 log = logging.getLogger(__name__)
 # relative rounding noise of the mean log-loss by matmul precision (see lbfgs.HeadSpec.noise);
@@ -190,7 +194,7 @@ class TorchSolver(Solver):
         """
         gtol = self._gtol(p)
         half = 0.5 if p.binary else 1.0  # binomial C == two-row softmax at C/2
-        tracks = [_Track(p, 1.0 / (C * half * p.n), t) for C, t in zip(Cs, starts, strict=True)]
+        tracks = [Track(p, 1.0 / (C * half * p.n), t) for C, t in zip(Cs, starts, strict=True)]
         phases = [("tf32", 10.0 * gtol)] if self.tf32 else []
         for mode, tol in [*phases, ("float32", gtol), ("float64", gtol)]:
             live = [t for t in tracks if t.final is None]
@@ -281,57 +285,6 @@ def _threads_for(p: Resident, device: str):
     finally:
         if tiny:
             torch.set_num_threads(old)
-
-
-class _Track:
-    """One C's fit across precision phases and segments, in scaled working coordinates."""
-
-    def __init__(self, p: Resident, reg: float, start: Point) -> None:
-        self.p, self.reg = p, reg
-        self.curv = (1.0 - 1.0 / p.k) / p.k  # softmax curvature at uniform predictions
-        self.scale = p.scale(reg, self.curv)
-        self.theta = start / self.scale
-        self.mem: list = []
-        self.ev: Eval | None = None
-        self.state: dict = {}
-        self.iters = 0
-        self.final: Any = None
-
-    def spec(self, *, tol: float, noise: float, budget: int, memory: int) -> HeadSpec:
-        """The next segment's head, rescaled first if the curvature moved."""
-        curv = self.state.get("curv", self.curv)
-        if not 0.5 <= curv / self.curv <= 2.0:
-            self._rescale(curv)
-        p, scale = self.p, self.scale
-
-        def grad_max(g: torch.Tensor) -> float:
-            return float(p.grad_to_original(g / scale).abs().max())
-
-        return HeadSpec(reg=self.reg * scale[:-1] ** 2, gtol=tol, max_iter=budget,
-                        theta0=self.theta, memory=memory, mem0=self.mem, ev0=self.ev,
-                        noise=noise, scale=scale, state=self.state,
-                        grad_max=grad_max)  # fmt: skip
-
-    def _rescale(self, curv: float) -> None:
-        """Diagonal change of variables; L-BFGS pairs map exactly (s/r, y*r keep s.y)."""
-        new = self.p.scale(self.reg, curv)
-        r = new / self.scale
-        self.theta = self.theta / r
-        self.mem = [(s / r, y * r, rho) for s, y, rho in self.mem]
-        if self.ev is not None:
-            self.ev = (self.ev[0], self.ev[1] * r)
-        self.scale, self.curv = new, curv
-
-    def absorb(self, r: Any, spec: HeadSpec, *, gtol: float, mode: str, max_iter: int) -> bool:
-        """Takes a segment's result; True if the head goes on in this phase."""
-        self.theta, self.mem, self.ev = r.theta, r.mem, r.ev
-        self.iters += r.iterations
-        done = self.iters >= max_iter or (mode != "tf32" and r.grad_max <= gtol)
-        if done or (mode == "float64" and r.iterations < spec.max_iter):
-            r.theta = r.theta * self.scale  # back to the working basis
-            self.final = r
-            return False
-        return r.iterations == spec.max_iter and not r.converged  # else: next phase
 
 
 def _closest_below(C: float, candidates: Sequence[Fit | None]) -> Fit | None:
