@@ -63,6 +63,22 @@ def test_ties_go_to_stronger_regularisation() -> None:
     assert res.best_C == pytest.approx(1.0)
 
 
+def test_warm_start_interpolates_the_path_between_fitted_neighbours() -> None:
+    from probe.protocol import _warm_start
+
+    def fit(k, value):
+        return Fit(coef=np.full((2, 3), value), intercept=np.array([value, -np.inf]),
+                   iterations=1, converged=True, C=float(GRID[k]))  # fmt: skip
+
+    done = {40: fit(40, 1.0), 48: fit(48, 3.0)}
+    assert _warm_start(done, 30) is None  # nothing below: cold start
+    assert _warm_start(done, 60) is done[48]  # nothing above: the nearest smaller C
+    mid = _warm_start(done, 42)  # a quarter of the way from 40 to 48 in log C
+    np.testing.assert_allclose(mid.coef, 1.5)
+    assert mid.intercept[0] == pytest.approx(1.5) and np.isneginf(mid.intercept[1])
+    assert mid.C == done[40].C  # counts as a start from below
+
+
 def test_metrics() -> None:
     y = np.array([0, 0, 0, 1])
     pred = np.array([0, 0, 0, 0])
