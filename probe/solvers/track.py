@@ -18,6 +18,8 @@ import torch
 from probe.solvers.lbfgs import Eval, HeadSpec, Point
 from probe.solvers.resident import Resident
 
+FINISHING = ("float32", "float64")  # precisions a fit may end in (TF32/bf16 only warm up)
+
 
 class Track:
     """One C's fit across precision phases and segments, in scaled working coordinates."""
@@ -62,9 +64,10 @@ class Track:
         """Takes a segment's result; True if the head goes on in this phase."""
         self.theta, self.mem, self.ev = r.theta, r.mem, r.ev
         self.iters += r.iterations
-        done = self.iters >= max_iter or (mode != "tf32" and r.grad_max <= gtol)
-        if done or (mode == "float64" and r.iterations < spec.max_iter):
+        done = self.iters >= max_iter or (mode in FINISHING and r.grad_max <= gtol)
+        go_on = r.iterations == spec.max_iter and not r.converged  # segment budget used up
+        if done or (mode == FINISHING[-1] and not go_on):  # the last precision: take it
             r.theta = r.theta * self.scale  # back to the working basis
             self.final = r
             return False
-        return r.iterations == spec.max_iter and not r.converged  # else: next phase
+        return go_on  # False: stalled or stopped by ftol at this precision, try the next one
