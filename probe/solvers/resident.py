@@ -53,7 +53,6 @@ class Resident:
         self.X = X32
         self.g0: float | None = None
         self._x64: torch.Tensor | None = None
-        self._xbf16: torch.Tensor | None = None
 
     def x64(self) -> torch.Tensor:
         """The rotated features in float64 from the source (no float32 rounding in them)."""
@@ -61,12 +60,6 @@ class Resident:
             X = torch.from_numpy(np.asarray(self.source, np.float64)).to(self.device)
             self._x64 = (X - self.mean) @ self.basis
         return self._x64
-
-    def xbf16(self) -> torch.Tensor:
-        """A bf16 copy for the CPU warm-up phase, made on first use."""
-        if self._xbf16 is None:
-            self._xbf16 = self.X.to(torch.bfloat16)
-        return self._xbf16
 
     def scale(self, reg: float, curv: float) -> torch.Tensor:
         """Per-column step scaling (D+1,): 1/sqrt of the curvature a column roughly has.

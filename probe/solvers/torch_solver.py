@@ -41,9 +41,8 @@ from probe.solvers.track import Track
 log = logging.getLogger(__name__)
 # relative rounding noise of the mean log-loss by matmul precision (see lbfgs.HeadSpec.noise);
 # with cached logits only the step is rounded, so float32 resolves far smaller decreases
-NOISE = {"tf32": 1e-5, "bf16": 1e-4, "float32": 1e-8, "float64": 0.0}
-NOISE_CACHED = {"tf32": 1e-5, "bf16": 1e-6, "float32": 1e-12, "float64": 0.0}
-BF16_TOL = 100.0  # the CPU bf16 warm-up phase stops at this multiple of the tolerance
+NOISE = {"tf32": 1e-5, "float32": 1e-8, "float64": 0.0}
+NOISE_CACHED = {"tf32": 1e-5, "float32": 1e-12, "float64": 0.0}
 CACHE_BYTES = 2**31  # most memory the cached float64 logits of one pass may take
 SEGMENT = 5  # iterations between checks of a head's scaling
 
@@ -72,7 +71,6 @@ class TorchSolver(Solver):
         memory: int = 10,
         stack: str | bool = "auto",
         tf32: str | bool = "auto",
-        bf16: str | bool = "auto",
         chunk_mb: int = 1024,
     ) -> None:
         if max_iter <= 0 or tol <= 0 or memory <= 0 or chunk_mb <= 0:
@@ -88,7 +86,6 @@ class TorchSolver(Solver):
         self.tol_relative = tol_relative
         self.stack = gpu if stack == "auto" else bool(stack)
         self.tf32 = gpu if tf32 == "auto" else bool(tf32) and gpu
-        self.bf16 = not gpu and (native_bf16() if bf16 == "auto" else bool(bf16))
         self.chunk_bytes = chunk_mb * 2**20
         self._problem: Resident | None = None
 
@@ -123,10 +120,8 @@ class TorchSolver(Solver):
         h, k, d = len(thetas), p.k, p.dim
         if scales is not None:
             thetas = [t * sc for t, sc in zip(thetas, scales, strict=True)]
-        X, mm = {"float64": (p.x64, torch.float64), "bf16": (p.xbf16, torch.bfloat16)}.get(
-            mode, (lambda: p.X, torch.float32)
-        )
-        X = X()
+        mm = torch.float64 if mode == "float64" else torch.float32
+        X = p.x64() if mode == "float64" else p.X
         caches = states
         if mode == "float64" or p.n * k * h * 8 > CACHE_BYTES:
             caches = None
@@ -200,7 +195,6 @@ class TorchSolver(Solver):
         half = 0.5 if p.binary else 1.0  # binomial C == two-row softmax at C/2
         tracks = [Track(p, 1.0 / (C * half * p.n), t) for C, t in zip(Cs, starts, strict=True)]
         phases = [("tf32", 10.0 * gtol)] if self.tf32 else []
-        phases += [("bf16", BF16_TOL * gtol)] if self.bf16 else []
         for mode, tol in [*phases, ("float32", gtol), ("float64", gtol)]:
             live = [t for t in tracks if t.final is None]
             for t in live:
@@ -290,15 +284,6 @@ def _threads_for(p: Resident, device: str):
     finally:
         if tiny:
             torch.set_num_threads(old)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), so a bf16 pass is
-    several times cheaper than a float32 one rather than emulated and slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _closest_below(C: float, candidates: Sequence[Fit | None]) -> Fit | None:

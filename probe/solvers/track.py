@@ -18,7 +18,7 @@ import torch
 from probe.solvers.lbfgs import Eval, HeadSpec, Point
 from probe.solvers.resident import Resident
 
-FINISHING = ("float32", "float64")  # precisions a fit may end in (TF32/bf16 only warm up)
+FINISHING = ("float32", "float64")  # precisions a fit may end in (TF32 only warms up)
 
 
 class Track:
