@@ -130,9 +130,7 @@ class TorchSolver(Solver):
         ]  # fmt: skip
         W = torch.cat([t[:, :d] for t in steps]).to(mm)  # (h*k, d)
         b = torch.cat([t[:, d] for t in steps])  # float64 (h*k,)
-        if caches is not None:
-            zero = torch.zeros(p.n, k, dtype=torch.float64, device=self.device)
-            prev = torch.cat([c.get("Z", zero) for c in caches], 1)  # (n, h*k)
+        prev = _previous_logits(p, caches) if caches is not None else None
         rows = max(1, min(p.n, self.chunk_bytes // (h * k * 8 * 3)))
         loss = torch.zeros(h, dtype=torch.float64, device=self.device)
         gw = torch.zeros(h * k, d, dtype=torch.float64, device=self.device)
@@ -140,15 +138,20 @@ class TorchSolver(Solver):
         sq = torch.zeros(h, dtype=torch.float64, device=self.device)  # sum of squared probas
         for s in range(0, p.n, rows):
             xc, yc = X[s : s + rows], p.y[s : s + rows]
-            logits = (xc @ W.T).to(torch.float64).add_(b)
-            if caches is not None:
-                logits += prev[s : s + rows]
-                prev[s : s + rows] = logits  # becomes the heads' cached logits below
+            if prev is None:
+                logits = (xc @ W.T).to(torch.float64).add_(b)
+            else:  # updated in place: these become the heads' cached logits below
+                logits = prev[s : s + rows].add_(xc @ W.T).add_(b)
             logits = logits.view(len(yc), h, k)
-            lse = torch.logsumexp(logits, dim=2)  # (n, h)
             idx = yc.view(-1, 1, 1).expand(-1, h, 1)
-            loss += (lse - logits.gather(2, idx).squeeze(2)).sum(0)
-            resid = logits.sub_(lse.unsqueeze(2)).exp_()  # softmax, in place
+            picked = logits.gather(2, idx)  # the true class's logit, before anything changes
+            top = logits.amax(2, keepdim=True)
+            # one exp pass gives both the softmax and the log-sum-exp (the cached logits
+            # must survive, so only an uncached buffer is overwritten)
+            resid = (logits.sub_(top) if prev is None else logits - top).exp_()
+            total = resid.sum(2, keepdim=True)
+            loss += (top + total.log() - picked).sum((0, 2))
+            resid.div_(total)
             sq += (resid * resid).sum((0, 2))
             resid.scatter_add_(2, idx, torch.full_like(idx, -1, dtype=torch.float64))
             resid = resid.view(len(yc), h * k)
@@ -284,6 +287,17 @@ def _threads_for(p: Resident, device: str):
     finally:
         if tiny:
             torch.set_num_threads(old)
+
+
+def _previous_logits(p: Resident, caches: list[dict]) -> torch.Tensor:
+    """(N, heads * K) float64 logits at each head's previous point (zeros before the first).
+
+    A single head's own cache is returned as is and updated in place by the pass."""
+    if len(caches) == 1 and "Z" in caches[0]:
+        return caches[0]["Z"]
+    parts = [c["Z"] if "Z" in c else None for c in caches]
+    zero = torch.zeros(p.n, p.k, dtype=torch.float64, device=p.X.device)
+    return torch.cat([z if z is not None else zero for z in parts], 1)
 
 
 def _closest_below(C: float, candidates: Sequence[Fit | None]) -> Fit | None:
