@@ -55,10 +55,11 @@ class Resident:
         self._x64: torch.Tensor | None = None
 
     def x64(self) -> torch.Tensor:
-        """The rotated features in float64 from the source (no float32 rounding in them)."""
+        """The source features in float64 and in their own coordinates, for the float64
+        finish: no float32 rounding in them, and no N x D x D rotation to build (the
+        solver maps points and gradients across instead, at K x D x D)."""
         if self._x64 is None:
-            X = torch.from_numpy(np.asarray(self.source, np.float64)).to(self.device)
-            self._x64 = (X - self.mean) @ self.basis
+            self._x64 = torch.from_numpy(np.asarray(self.source, np.float64)).to(self.device)
         return self._x64
 
     def scale(self, reg: float, curv: float) -> torch.Tensor:
@@ -79,6 +80,11 @@ class Resident:
     def from_work(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         coef = theta[:, : self.dim] @ self.basis.T
         return coef, theta[:, self.dim] - coef @ self.mean
+
+    def grad_to_work(self, g: torch.Tensor) -> torch.Tensor:
+        """The inverse of `grad_to_original`."""
+        gb = g[:, self.dim :]
+        return torch.cat([(g[:, : self.dim] - gb * self.mean) @ self.basis, gb], 1)
 
     def grad_to_original(self, g: torch.Tensor) -> torch.Tensor:
         """The gradient in original coordinates from the working one (chain rule)."""

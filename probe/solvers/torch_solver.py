@@ -125,9 +125,12 @@ class TorchSolver(Solver):
         caches = states
         if mode == "float64" or p.n * k * h * 8 > CACHE_BYTES:
             caches = None
-        steps = thetas if caches is None else [
-            t - c["theta"] if "Z" in c else t for t, c in zip(thetas, caches, strict=True)
-        ]  # fmt: skip
+        if mode == "float64":  # exact: the source features in their own coordinates
+            steps = [torch.cat([w, b[:, None]], 1) for w, b in map(p.from_work, thetas)]
+        else:
+            steps = thetas if caches is None else [
+                t - c["theta"] if "Z" in c else t for t, c in zip(thetas, caches, strict=True)
+            ]  # fmt: skip
         W = torch.cat([t[:, :d] for t in steps]).to(mm)  # (h*k, d)
         b = torch.cat([t[:, d] for t in steps])  # float64 (h*k,)
         prev = _previous_logits(p, caches) if caches is not None else None
@@ -164,6 +167,7 @@ class TorchSolver(Solver):
             if caches is not None:
                 caches[j].update(theta=thetas[j], Z=prev[:, j * k : (j + 1) * k])
             g = torch.cat([gw[j * k : (j + 1) * k], gb[j * k : (j + 1) * k, None]], 1) / p.n
+            g = p.grad_to_work(g) if mode == "float64" else g
             out.append((float(loss[j]) / p.n, g if scales is None else g * scales[j]))
         return out
 
