@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from probe.errors import ProbeError
+from probe.errors import exit_on_probe_error
 
 log = logging.getLogger("probe")
 # configs/ sits beside the package at the repo root; an absolute path makes Hydra find it
@@ -28,11 +28,8 @@ def main(cfg: DictConfig) -> None:
 
     if int(os.environ.get("RANK", "0")) > 0:  # rank 0 speaks for a torchrun job
         logging.getLogger("probe").setLevel(logging.WARNING)
-    try:
+    with exit_on_probe_error(log):
         record = run(cfg)
-    except ProbeError as err:
-        log.error("%s", err)
-        sys.exit(2)
     if record is None:
         log.info("stage=extract done: features cached under %s", cfg.cache_dir)
         return

@@ -4,6 +4,11 @@
 exception keeps its traceback because it is our bug, not the user's.
 """
 
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
 WORKER_MARKER = "probe.errors.ProbeError: "
 
 
@@ -17,3 +22,14 @@ class ProbeError(Exception):
         if text.startswith("Caught ProbeError") and WORKER_MARKER in text:
             return text.rsplit(WORKER_MARKER, 1)[1].strip()
         return text
+
+
+@contextlib.contextmanager
+def exit_on_probe_error(log: logging.Logger) -> Iterator[None]:
+    """The command-line contract of every `python -m probe...` app: a ProbeError is logged
+    as one line and the process exits with status 2; anything else keeps its traceback."""
+    try:
+        yield
+    except ProbeError as err:
+        log.error("%s", err)
+        sys.exit(2)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, exit_on_probe_error
 from probe.io import write_text_atomic
 from probe.results import result_path
 
@@ -140,11 +139,8 @@ def make_grid(cfg: DictConfig) -> tuple[Path, list[Run], list[Run]]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="probe_grid")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_probe_error(log):
         task_file, todo, done = make_grid(cfg)
-    except ProbeError as err:
-        log.error("%s", err)
-        sys.exit(2)
     name = cfg.grid.get("name")
     if not todo:
         print(f"grid {name}: all {len(done)} results exist; nothing to submit (force=true reruns)")

@@ -8,13 +8,12 @@ matches them to the table config's cells and to the published CSV, writes
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from probe.errors import ProbeError
+from probe.errors import exit_on_probe_error
 from probe.io import write_bytes_atomic, write_text_atomic
 from probe.tables.data import Layout, TableData, build_table
 from probe.tables.plot import to_png
@@ -42,11 +41,8 @@ def make_table(cfg: DictConfig) -> tuple[TableData, dict[str, Path], str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="probe_table")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_probe_error(log):
         table, paths, markdown = make_table(cfg)
-    except ProbeError as err:
-        log.error("%s", err)
-        sys.exit(2)
     print(markdown)
     filled = sum(c.ours is not None for c in table.cells.values())
     print(f"{filled}/{len(table.cells)} cells filled; wrote {', '.join(map(str, paths.values()))}")
