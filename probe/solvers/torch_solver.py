@@ -122,9 +122,7 @@ class TorchSolver(Solver):
             thetas = [t * sc for t, sc in zip(thetas, scales, strict=True)]
         mm = torch.float64 if mode == "float64" else torch.float32
         X = p.x64() if mode == "float64" else p.X
-        caches = states
-        if mode == "float64" or p.n * k * h * 8 > CACHE_BYTES:
-            caches = None
+        caches = states if _caches_logits(p, heads=h, mode=mode) else None
         if mode == "float64":  # exact: the source features in their own coordinates
             steps = [torch.cat([w, b[:, None]], 1) for w, b in map(p.from_work, thetas)]
         else:
@@ -205,8 +203,8 @@ class TorchSolver(Solver):
         for mode, tol in [*phases, ("float32", gtol), ("float64", gtol)]:
             live = [t for t in tracks if t.final is None]
             for t in live:
-                t.ev, t.state = None, {}  # evaluations at another precision are not reused
-            cached = p.n * p.k * len(live) * 8 <= CACHE_BYTES  # as _evaluate decides
+                t.enter_phase()
+            cached = _caches_logits(p, heads=len(live), mode=mode)
             noise = (NOISE_CACHED if cached else NOISE)[mode]
             while live:
                 specs = [t.spec(tol=tol, noise=noise, budget=min(SEGMENT, self.max_iter
@@ -291,6 +289,12 @@ def _threads_for(p: Resident, device: str):
     finally:
         if tiny:
             torch.set_num_threads(old)
+
+
+def _caches_logits(p: Resident, *, heads: int, mode: str) -> bool:
+    """Whether a pass keeps each head's float64 logits (low-precision modes, within
+    CACHE_BYTES); the line search's noise floor depends on the same answer."""
+    return mode != "float64" and p.n * p.k * heads * 8 <= CACHE_BYTES
 
 
 def _previous_logits(p: Resident, caches: list[dict]) -> torch.Tensor:

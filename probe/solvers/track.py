@@ -35,6 +35,10 @@ class Track:
         self.iters = 0
         self.final: Any = None
 
+    def enter_phase(self) -> None:
+        """A new precision: evaluations and cached logits from another are not reused."""
+        self.ev, self.state = None, {}
+
     def spec(self, *, tol: float, noise: float, budget: int, memory: int) -> HeadSpec:
         """The next segment's head, rescaled first if the curvature moved."""
         curv = self.state.get("curv", self.curv)
