@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from probe.errors import exit_on_probe_error
+from probe.core.errors import ProbeError, exit_on_probe_error
+from probe.core.paths import config_dir
 
 log = logging.getLogger("probe")
-# configs/ sits beside the package at the repo root; an absolute path makes Hydra find it
-# whatever the working directory is (editable installs run from anywhere).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+# An absolute path makes Hydra find the shipped configs whatever the working directory is
+# (inside the installed wheel, or at the root of a source checkout).
+try:
+    CONFIG_DIR = str(config_dir())
+except ProbeError as err:
+    sys.exit(f"probe: {err}")
 REAL_COMMAND = "python -m probe encoder=mlcd_l14 dataset=cifar100"
 # Under torchrun every rank runs this app: give each rank its own Hydra run dir (`_rankN`).
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -45,6 +48,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    if not Path(CONFIG_DIR).is_dir():
-        sys.exit(f"probe: configs/ not found at {CONFIG_DIR}; install with `pip install -e .`")
     main()

@@ -1,6 +1,8 @@
-"""The pipeline: features for each source split (cached), then the protocol, then one result.
+"""The pipeline of one `python -m probe` run: the feature stage, then the protocol, one result.
 
-This is the only module that knows both files and the protocol.
+The only module that knows both files and the protocol: it takes the composed config, asks
+`features` for cached arrays, hands them to `evaluations` and gives the outcome to `report`.
+Nothing in a stage package imports it.
 """
 
 from __future__ import annotations
@@ -10,140 +12,25 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from probe.batching import compile_encoder
-from probe.cache import CacheEntry, entry_for, fingerprint
+from probe.core.device import resolve_device
+from probe.core.errors import ProbeError
+from probe.core.factory import make
 from probe.datasets.base import ImageDataset
-from probe.distributed import Context, broadcast, setup, teardown
 from probe.encoders.base import resolve_dtype
-from probe.errors import ProbeError
-from probe.extract import DEFAULT_SHARD_SIZE, extract_split
-from probe.factory import make
-from probe.protocol import refit_and_test, search
-from probe.results import result_path, write_result
-from probe.splits import stratified_holdout
+from probe.evaluations.linear import refit_and_test, search
+from probe.evaluations.splits import protocol_splits
+from probe.features.distributed import setup, teardown
+from probe.features.stage import cache_entries, ensure_features
+from probe.report.record import result_path, write_result
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "extract", "probe")
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError(f"device={device} was asked for but no CUDA GPU is usable; use device=cpu")
-    return str(device)
-
-
-def _plain(cfg: Any) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def build_dataset(cfg: DictConfig) -> ImageDataset:
     return make(cfg.dataset)
-
-
-def cache_entries(cfg: DictConfig, dataset: ImageDataset, dtype: str) -> dict[str, CacheEntry]:
-    enc, ds = _plain(cfg.encoder), _plain(cfg.dataset)
-    return {
-        split: entry_for(
-            cache_dir=cfg.cache_dir,
-            encoder_name=cfg.encoder.name,
-            dataset_name=cfg.dataset.name,
-            split=split,
-            fp=fingerprint(
-                encoder=enc, dataset=ds, split=split, dtype=dtype, data_root=cfg.data_root
-            ),
-        )
-        for split in dataset.source_splits
-    }
-
-
-def extract_options(cfg: DictConfig) -> dict[str, Any]:
-    """The `extract:` node (shard size, lock timeout, verification), with defaults."""
-    opts = {"shard_size": DEFAULT_SHARD_SIZE, "lock_timeout": 3600, "verify": True}
-    opts.update(_plain(cfg.get("extract") or {}))
-    return opts
-
-
-def _unusable(dataset, entries, *, verify: bool) -> dict[str, list[str]]:
-    """Split -> why its entry cannot be used (missing, stale, damaged); only bad ones."""
-    out = {}
-    for s, e in entries.items():
-        split = dataset.splits[s]
-        problems = e.problems(n=len(split), content_hash=split.content_hash(), checksum=verify)
-        if problems:
-            out[s] = problems
-    return out
-
-
-def _todo(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
-    bad = _unusable(dataset, entries, verify=verify)
-    if bad and cfg.stage == "probe":
-        missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
-        return {
-            "error": f"stage=probe needs cached features, but these splits have none usable: "
-            f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name} "
-            f"dataset={cfg.dataset.name}` first (or stage=all)."
-        }
-    for s, problems in bad.items():
-        if entries[s].meta_path.exists():
-            log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path, "; ".join(problems))
-    return {"todo": list(bad)}
-
-
-def ensure_features(
-    cfg: DictConfig,
-    dataset: ImageDataset,
-    entries: dict[str, CacheEntry],
-    *,
-    device: str,
-    dtype: str,
-    ctx: Context | None = None,
-) -> float:
-    """Extract every split whose entry is missing, stale or damaged; returns seconds spent.
-
-    Under torchrun rank 0 checks the cache and every rank extracts its share of each split.
-    """
-    ctx = ctx or Context()
-    opts = extract_options(cfg)
-    plan = _todo(cfg, dataset, entries, verify=bool(opts["verify"])) if ctx.main else None
-    plan = broadcast(plan, ctx)
-    if "error" in plan:
-        raise ProbeError(plan["error"])
-    if not plan["todo"]:
-        log.info("features cached for all splits: nothing to extract")
-        return 0.0
-    start = time.perf_counter()
-    encoder = make(cfg.encoder, device=device, dtype=dtype)
-    if cfg.get("compile") or cfg.encoder.get("compile"):
-        encoder = compile_encoder(encoder)
-    for split in plan["todo"]:
-        extract_split(
-            encoder=encoder,
-            split=dataset.splits[split],
-            entry=entries[split],
-            batch_size=int(cfg.batch_size),
-            num_workers=cfg.num_workers,
-            desc=f"{cfg.encoder.name}/{cfg.dataset.name}/{split}",
-            shard_size=int(opts["shard_size"]),
-            ctx=ctx,
-            lock_timeout=opts["lock_timeout"],
-        )
-    return time.perf_counter() - start
-
-
-def protocol_splits(dataset: ImageDataset, feats: dict[str, tuple[np.ndarray, np.ndarray]]):
-    """train / val / test arrays per the protocol: official val, or a stratified carve."""
-    X, y = feats["train"]
-    if dataset.val.source == "official":
-        return (np.asarray(X), y), feats["val"], feats["test"]
-    keep, hold = stratified_holdout(
-        y, fraction=dataset.val.fraction, count=dataset.val.count, seed=dataset.val.seed
-    )
-    return (np.asarray(X[keep]), y[keep]), (np.asarray(X[hold]), y[hold]), feats["test"]
 
 
 def warn_sizes(dataset: ImageDataset, sizes: dict[str, int]) -> None:

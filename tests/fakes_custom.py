@@ -121,7 +121,7 @@ def make_hf(data_root: Path) -> Fake:
 def make_digits(data_root: Path) -> Fake:
     from sklearn.datasets import load_digits
 
-    from probe.splits import stratified_holdout
+    from probe.datasets.splits import stratified_holdout
 
     y = load_digits().target
     train, test = stratified_holdout(y, count=450, seed=0)

@@ -1,4 +1,4 @@
-"""`python -m probe.convert` against DeepGlint's own reference outputs (../shared/fixtures/)."""
+"""`python -m probe.convert` against DeepGlint's own reference outputs (tests/fixtures/)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,12 @@ import pytest
 import torch
 from conftest import REPO, compose_cfg
 
-from probe import convert
-from probe.convert import ConversionError
+from probe.encoders import mlcd_convert as convert
+from probe.encoders.mlcd_convert import ConversionError
 
-# shared/ sits beside the checkout; PROBE_FIXTURES points elsewhere (e.g. from a git worktree)
-FIXTURES = Path(os.environ.get("PROBE_FIXTURES") or REPO.parent / "shared" / "fixtures")
+FIXTURES = REPO / "tests" / "fixtures"  # see tests/fixtures/README.md
 CHECKPOINT = FIXTURES / "mlcd_rope2d_tiny.pt"
 EXPECTED = FIXTURES / "mlcd_rope2d_tiny_expected.pt"
-pytestmark = pytest.mark.skipif(
-    not CHECKPOINT.is_file(),
-    reason=f"the MLCD reference fixture is absent ({CHECKPOINT}); it lives in shared/ beside "
-    "the checkout",
-)
 
 
 def run_convert(*args: str) -> subprocess.CompletedProcess:

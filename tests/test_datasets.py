@@ -22,10 +22,11 @@ import pytest
 from conftest import REPO, compose_cfg, config_names
 from PIL import Image
 
+from probe.core.errors import ProbeError
+from probe.core.factory import make
 from probe.datasets.base import ImageDataset
-from probe.errors import ProbeError
-from probe.factory import make
-from probe.run import protocol_splits, run
+from probe.evaluations.splits import protocol_splits
+from probe.run import run
 
 # Every image dataset config. `npz` holds feature vectors, not images: tests/test_npz.py covers
 # it (splits, official/carved val, refusals, missing file), so it is the one config left out.

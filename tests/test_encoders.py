@@ -15,8 +15,8 @@ from conftest import CONFIGS, REPO, compose_cfg, config_names, run_cli
 from omegaconf import OmegaConf
 from reference import openai_reference, reference, sample_photos
 
-from probe.errors import ProbeError
-from probe.factory import make
+from probe.core.errors import ProbeError
+from probe.core.factory import make
 
 TOL = 1e-5
 RES = 32

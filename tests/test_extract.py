@@ -17,12 +17,12 @@ import torch
 from conftest import compose_cfg
 from faultkit import SLOW, entries, env, finished, output, popen, shards_done, sigkill, wait_for
 
-from probe.cache import CacheEntry
+from probe.core.errors import ProbeError
 from probe.datasets.base import Split
 from probe.encoders.base import Encoder
-from probe.errors import ProbeError
-from probe.extract import extract_split, resolve_num_workers
-from probe.lock import EntryLock
+from probe.features.cache import CacheEntry
+from probe.features.extract import extract_split, resolve_num_workers
+from probe.features.lock import EntryLock
 from probe.run import run
 
 
@@ -94,7 +94,7 @@ def test_lock_timeout_names_holder_and_stale_lock_recovers(tmp_path: Path) -> No
         with pytest.raises(ProbeError, match=rf"held by pid {os.getpid()} on host"):
             EntryLock(path, timeout=0.3, poll=0.05).acquire()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from probe.lock import EntryLock; "
+        [sys.executable, "-c", "import sys, time; from probe.features.lock import EntryLock; "
          f"EntryLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
         env=env(), stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -21,8 +21,8 @@ import pytest
 from conftest import compose_cfg
 from faultkit import SLOW, entries, env, finished, output, popen, shards_done, sigkill, wait_for
 
-from probe.errors import ProbeError
-from probe.results import REQUIRED_FIELDS
+from probe.core.errors import ProbeError
+from probe.report.record import REQUIRED_FIELDS
 from probe.run import run
 
 SEEDS = [0, 1, 2]
@@ -71,7 +71,7 @@ def test_sigkill_at_a_random_point_of_extraction(tmp_path: Path, clean, seed: in
 
 _WRITER = """
 import sys
-from probe.io import write_json_atomic
+from probe.core.io import write_json_atomic
 path = sys.argv[1]
 records = [{"v": v, "rows": [v] * 200000} for v in ("a", "b")]
 print("ready", flush=True)
@@ -91,7 +91,7 @@ def test_sigkill_while_writing_json_leaves_old_or_new(tmp_path: Path, seed: int)
     sigkill(proc)
     data = json.loads(target.read_text())
     assert data["v"] in ("a", "b") and data["rows"] == [data["v"]] * 200000
-    from probe.io import write_json_atomic
+    from probe.core.io import write_json_atomic
 
     write_json_atomic(target, {"v": "c"})  # the next write sweeps the dead writer's temp file
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -14,7 +14,7 @@ from conftest import CONFIGS, REPO, config_names, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from probe.grid import expand, make_grid, sbatch_command
+from probe.launch.grid import expand, make_grid, sbatch_command
 
 # The contract (PROTOCOL.md sections 1 and 4, issue 6): config names in the published order.
 DATASETS = ["food101", "cifar10", "cifar100", "birdsnap", "sun397", "stanford_cars",
@@ -79,7 +79,7 @@ def test_contract_names_have_configs(group: str, name: str) -> None:
 
 
 def test_unknown_names_fail_with_every_problem_listed(tmp_path: Path) -> None:
-    from probe.errors import ProbeError
+    from probe.core.errors import ProbeError
 
     grid = {"name": "bad", "encoders": ["pixels", "nope_enc"], "datasets": ["digits", "nope_ds"]}
     cfg = OmegaConf.create(

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, run_cli
 
+from probe.core.errors import ProbeError
 from probe.datasets.npz import build
-from probe.errors import ProbeError
-from probe.results import REQUIRED_FIELDS
+from probe.report.record import REQUIRED_FIELDS
 from probe.run import run
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import compose_cfg, run_cli
 
-from probe.errors import ProbeError
-from probe.results import REQUIRED_FIELDS
+from probe.core.errors import ProbeError
+from probe.report.record import REQUIRED_FIELDS
 from probe.run import run
 
 
@@ -152,7 +152,7 @@ def test_hf_encoder_equals_direct_forward(dirs, tiny_clip: Path) -> None:
 
 def test_fingerprint_locations(tmp_path: Path) -> None:
     """Moving the data root keeps the cache; two different folders never share an entry."""
-    from probe.cache import digest, fingerprint
+    from probe.features.cache import digest, fingerprint
 
     def fp(root: str, data_root: str, model: str = "org/model") -> str:
         enc = {"name": "e", "model": model}

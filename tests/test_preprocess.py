@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from reference import OPENAI_MEAN, OPENAI_STD, openai_reference, reference, sample_photos
 
+from probe.core.errors import ProbeError
 from probe.encoders.preprocess import build_transform, preprocess_from_hf, to_rgb
-from probe.errors import ProbeError
 
 TOL = 1e-5
 OPENAI = {"mode": "shortest", "interpolation": "bicubic", "mean": OPENAI_MEAN, "std": OPENAI_STD}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe.errors import ProbeError
-from probe.protocol import GRID, score, search
+from probe.core.errors import ProbeError
+from probe.datasets.splits import stratified_holdout
+from probe.evaluations.linear import GRID, score, search
 from probe.solvers.base import Fit, Solver
-from probe.splits import stratified_holdout
 
 
 def test_grid_is_97_points_8_per_decade() -> None:
@@ -64,7 +64,7 @@ def test_ties_go_to_stronger_regularisation() -> None:
 
 
 def test_warm_start_interpolates_the_path_between_fitted_neighbours() -> None:
-    from probe.protocol import _warm_start
+    from probe.evaluations.linear import _warm_start
 
     def fit(k, value):
         return Fit(coef=np.full((2, 3), value), intercept=np.array([value, -np.inf]),

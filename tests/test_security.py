@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import REPO, compose_cfg, config_names, run_cli
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
+from probe.core.safeio import load_checkpoint, load_npy
 from probe.run import run
-from probe.safeio import load_checkpoint, load_npy
 
 
 class _Boom:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import compose_cfg, config_names
 
-from probe.errors import ProbeError
-from probe.factory import make
-from probe.protocol import GRID, score, search
+from probe.core.errors import ProbeError
+from probe.core.factory import make
+from probe.evaluations.linear import GRID, score, search
 from probe.solvers.base import Fit, objective, start_gradient
 from probe.solvers.sklearn import SklearnSolver
 from probe.solvers.torch_solver import TorchSolver

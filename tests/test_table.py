@@ -11,10 +11,12 @@ import pytest
 from conftest import CONFIGS, REPO, config_names
 from hydra import compose, initialize_config_dir
 
-from probe.errors import ProbeError
-from probe.table import make_table
-from probe.tables.data import PUBLISHED_DIR, Layout, protocol_metric, read_published
+from probe.core.errors import ProbeError
+from probe.core.paths import published_dir
+from probe.report.tables.data import Layout, protocol_metric, read_published
+from probe.report.tables.write import make_table
 
+PUBLISHED_DIR = published_dir()
 MLCD = read_published(PUBLISHED_DIR / "mlcd_linear_probe.csv")
 
 

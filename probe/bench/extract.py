@@ -61,10 +61,10 @@ def _encoder_cfg(overrides: list[str]) -> Any | None:
     from hydra import compose, initialize_config_dir
     from hydra.errors import MissingConfigException
 
-    from probe.__main__ import CONFIG_DIR
+    from probe.core.paths import config_dir
 
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return compose(config_name="config", overrides=overrides).encoder
     except MissingConfigException:
         return None
@@ -151,9 +151,9 @@ def pipeline(
     Returns (steady, end to end): steady counts from the second batch on, so worker start-up
     (a one-off per split) does not decide a ratio measured on a few thousand images.
     """
-    from probe.cache import CacheEntry
     from probe.datasets.base import Split
-    from probe.extract import extract_split
+    from probe.features.cache import CacheEntry
+    from probe.features.extract import extract_split
 
     split = Split(items=[str(p) for p in paths], labels=np.zeros(len(paths)), load=_OpenRGB())
     stamped = _Stamped(encoder.forward)
@@ -172,10 +172,10 @@ def pipeline(
 
 
 def main(argv: list[str]) -> int:
-    from probe.batching import compile_encoder
+    from probe.core.device import resolve_device
+    from probe.core.factory import make
     from probe.encoders.base import resolve_dtype
-    from probe.factory import make
-    from probe.run import resolve_device
+    from probe.features.batching import compile_encoder
 
     args, overrides = parse(argv)
     device = resolve_device(args.device)

@@ -65,7 +65,7 @@ def digits() -> Problem:
     """scikit-learn's 8x8 digits as raw pixels in [0, 1], the demo's seeded 1,347 / 450 split."""
     from sklearn.datasets import load_digits
 
-    from probe.splits import stratified_holdout
+    from probe.datasets.splits import stratified_holdout
 
     bunch = load_digits()
     X = (bunch.data / 16.0).astype(np.float32)

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from probe.bench import problems
-from probe.errors import ProbeError
-from probe.protocol import GRID, refit_and_test, search
+from probe.core.errors import ProbeError
+from probe.datasets.splits import stratified_holdout
+from probe.evaluations.linear import GRID, refit_and_test, search
 from probe.solvers.base import Fit, objective
-from probe.splits import stratified_holdout
 
 log = logging.getLogger(__name__)
 BACKENDS = ("sklearn", "torch", "cuml")

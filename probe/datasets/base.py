@@ -69,7 +69,7 @@ class ValSpec:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> ValSpec:
-        from probe.errors import ProbeError
+        from probe.core.errors import ProbeError
 
         cfg = dict(cfg or {})
         spec = cls(**{k: cfg[k] for k in ("source", "fraction", "count", "seed") if k in cfg})
@@ -99,7 +99,7 @@ class ImageDataset:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from probe.errors import ProbeError
+        from probe.core.errors import ProbeError
 
         if self.metric not in METRICS:
             raise ProbeError(

@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset
 from probe.datasets.common import Meta, assemble, file_split, require_dir, require_file
-from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
 

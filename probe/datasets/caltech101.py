@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset
 from probe.datasets.common import Meta, assemble, file_split, first_existing, require_dir
 from probe.datasets.imagefolder import class_folders, read_class_folders
-from probe.errors import ProbeError
 
 
 def per_class_draw(

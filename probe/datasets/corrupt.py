@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import Split
 from probe.datasets.common import ImageFiles
-from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def find_corrupt(split: Split, *, desc: str, workers: int | None = None) -> list
 
 def remembered_corrupt(split: Split, *, desc: str) -> list[int]:
     """`find_corrupt`, answered from the memo when nothing changed since the last scan."""
-    from probe.io import write_json_atomic
+    from probe.core.io import write_json_atomic
 
     path = memo_dir() / f"{scan_key(split)}.json"
     try:

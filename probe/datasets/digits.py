@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from probe.datasets.base import ImageDataset, Split, ValSpec
-from probe.splits import stratified_holdout
+from probe.datasets.splits import stratified_holdout
 
 
 class _DigitImages:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset, Split
 from probe.datasets.common import SKIP_FIX, Meta, assemble
-from probe.errors import ProbeError
 
 DEFAULTS = {
     "path": None,

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset, Split
 from probe.datasets.common import IMAGE_SUFFIXES, Meta, assemble, file_split, require_dir
-from probe.errors import ProbeError
 
 DEFAULT_FOLDERS = {"train": "train", "val": "val", "test": "test"}
 

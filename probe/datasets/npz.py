@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset, Split, ValSpec
-from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset, Split
 from probe.datasets.common import (
     Meta,
@@ -20,7 +21,6 @@ from probe.datasets.common import (
     require_dir,
     require_file,
 )
-from probe.errors import ProbeError
 
 LISTS = {"train": "Training_{:02d}.txt", "test": "Testing_{:02d}.txt"}
 

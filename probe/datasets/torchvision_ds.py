@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset, Split
 from probe.datasets.common import Meta, assemble, file_split
-from probe.errors import ProbeError
 
 # torchvision's private attributes holding the file list, per class family, tried in order.
 PAIR_ATTRS = ("samples", "_samples")  # lists of (path, label)

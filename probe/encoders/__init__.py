@@ -1,7 +1,9 @@
 """Encoder families. Each config in `configs/encoder/` names one family's `build` via `_target_`.
 
 A family's `build(**cfg, device=..., dtype=...)` returns an `Encoder`: a per-image
-`transform` (run in DataLoader workers) and a batched `embed` (run on the device).
+`transform` (run in DataLoader workers) and a batched `embed` (run on the device). Also owns
+the preprocessing built from a config's `preprocess` block and the MLCD checkpoint converter.
+May import `core` only.
 """
 
 from probe.encoders.base import Encoder

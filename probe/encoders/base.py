@@ -13,7 +13,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto` means bf16 autocast on CUDA and plain fp32 elsewhere (the protocol's default)."""
-    from probe.errors import ProbeError
+    from probe.core.errors import ProbeError
 
     if dtype == "auto":
         return "bfloat16" if str(device).startswith("cuda") else "float32"

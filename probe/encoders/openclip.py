@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from probe.core.errors import ProbeError
 from probe.encoders.base import Encoder
 from probe.encoders.preprocess import build_transform
-from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,

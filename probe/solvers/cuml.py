@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 from probe.solvers.base import Fit, Solver
 from probe.solvers.sklearn import fit_from_model
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 ROWS = 65536  # rows per chunk for the one-off mean, covariance and rotation
 

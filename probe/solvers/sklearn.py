@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 from probe.solvers.base import Fit, Solver, objective, start_gradient
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 from probe.solvers.base import Fit, Solver
 from probe.solvers.lbfgs import Eval, HeadSpec, Point, drive
 from probe.solvers.resident import Resident, writable_f32

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 
 def stratified_holdout(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 
-from probe.tables.data import TableData
+from probe.report.tables.data import TableData
 
 KINDS = ("ours", "published")
 

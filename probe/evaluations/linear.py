@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.evaluations.metrics import score
 from probe.solvers.base import Fit, Solver
 
 log = logging.getLogger(__name__)
@@ -24,16 +24,6 @@ log = logging.getLogger(__name__)
 GRID = 10.0 ** (np.arange(97) / 8.0 - 6.0)
 INITIAL = list(range(0, 97, 16))
 STEPS = (8, 4, 2, 1)
-
-
-def score(pred: np.ndarray, y: np.ndarray, metric: str) -> float:
-    """Percent, 0 to 100. mean_per_class averages over the classes present in `y`."""
-    if metric == "top1":
-        return float((pred == y).mean() * 100.0)
-    if metric == "mean_per_class":
-        classes = np.unique(y)
-        return float(np.mean([(pred[y == c] == c).mean() for c in classes]) * 100.0)
-    raise ProbeError(f"metric={metric!r} unknown; allowed: top1, mean_per_class")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The device side of extraction: data loading knobs, OOM fallback, compile, async copies.
 
-Kept apart from the shard bookkeeping in `probe/extract.py`: this is what decides images/s.
+Kept apart from the shard bookkeeping in `probe/features/extract.py`: this is what decides images/s.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from probe.core.errors import ProbeError
 from probe.datasets.base import Split
 from probe.encoders.base import Encoder
-from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
 # torch >= 2.5 names it torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError

@@ -11,7 +11,7 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from probe.tables.data import TableData
+from probe.report.tables.data import TableData
 
 
 def to_png(table: TableData, *, dpi: int = 200) -> bytes:

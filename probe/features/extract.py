@@ -1,7 +1,7 @@
 """Batched feature extraction of one source split into a cache entry: resumable, locked, sharded.
 
 Decoding and preprocessing run in DataLoader workers (pinned memory on CUDA); rows are
-written in place as they come (`probe/shards.py`), so host memory holds a few batches however
+written in place as they come (`shards.py`), so host memory holds a few batches however
 large the split is. The split is cut into shards; each finished shard is recorded with its
 hash, so a killed extraction resumes from the last finished shard. Batches never straddle a
 shard, so the batches (and the bits) are the same whether a split is extracted in one go,
@@ -19,15 +19,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from probe import shards
-from probe.batching import AdaptiveEmbed, Samples, resolve_num_workers, to_host
-from probe.cache import CacheEntry, file_sha256
+from probe.core.errors import ProbeError
+from probe.core.io import save_npy_atomic
 from probe.datasets.base import Split
-from probe.distributed import Context, all_ok, barrier, broadcast
 from probe.encoders.base import Encoder
-from probe.errors import ProbeError
-from probe.io import save_npy_atomic
-from probe.lock import EntryLock
+from probe.features import shards
+from probe.features.batching import AdaptiveEmbed, Samples, resolve_num_workers, to_host
+from probe.features.cache import CacheEntry, file_sha256
+from probe.features.distributed import Context, all_ok, barrier, broadcast
+from probe.features.lock import EntryLock
 
 log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 8192

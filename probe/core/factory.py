@@ -12,7 +12,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 
 def make(node: Any, **kwargs: Any) -> Any:

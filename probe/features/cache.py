@@ -3,7 +3,7 @@
 The directory name carries a fingerprint of everything that changes the features, so a change
 to any of it lands in a new directory and a stale entry can never be read for new settings.
 `meta.json` is written last, after the arrays are flushed: a directory without it is an
-unfinished extraction and is never used (see `probe/shards.py` for how one is resumed). An
+unfinished extraction and is never used (see `probe/features/shards.py` for how one is resumed). An
 entry with meta.json is verified before each use: shapes, dtypes and sizes against meta.json,
 row count and sample ids against the dataset, and the SHA-256 recorded while writing.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import ProbeError
-from probe.io import write_json_atomic
+from probe.core.errors import ProbeError
+from probe.core.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class CacheEntry:
         return problems or self._array_problems(meta, checksum=checksum)
 
     def _array_problems(self, meta: dict[str, Any], *, checksum: bool) -> list[str]:
-        from probe.shards import verify_features
+        from probe.features.shards import verify_features
 
         try:
             feats = np.load(self.path / "features.npy", mmap_mode="r", allow_pickle=False)

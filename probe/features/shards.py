@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from probe.io import disk_error
+from probe.core.io import disk_error
 
 log = logging.getLogger(__name__)
 PARTIAL = "partial.json"
@@ -87,7 +87,7 @@ def prepare(entry: Path, *, key: dict[str, Any]) -> set[int]:
     `key` holds n, dim, shard_size and the fingerprint: a partial entry is resumed only if
     its key is identical, else it is wiped and preallocated afresh.
     """
-    from probe.io import fsync_dir, write_json_atomic
+    from probe.core.io import fsync_dir, write_json_atomic
 
     if _resumable(entry, key) and not (entry / "meta.json").exists():
         return _verified_done(entry, key)
@@ -151,7 +151,7 @@ class ShardWriter:
 
     def end_shard(self, index: int, start: int, stop: int) -> None:
         """Rows on disk first, then the record: a record always means durable rows."""
-        from probe.io import write_json_atomic
+        from probe.core.io import write_json_atomic
 
         try:
             os.fdatasync(self.fd)

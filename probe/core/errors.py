@@ -9,8 +9,6 @@ import logging
 import sys
 from collections.abc import Iterator
 
-WORKER_MARKER = "probe.errors.ProbeError: "
-
 
 class ProbeError(Exception):
     """A user-fixable problem: a bad value, a missing file, an unknown name."""
@@ -19,8 +17,9 @@ class ProbeError(Exception):
         # A DataLoader worker's error comes back as ProbeError("Caught ProbeError in DataLoader
         # worker process N.\nOriginal Traceback ...: MESSAGE"): show the user only MESSAGE.
         text = super().__str__()
-        if text.startswith("Caught ProbeError") and WORKER_MARKER in text:
-            return text.rsplit(WORKER_MARKER, 1)[1].strip()
+        marker = f"{__name__}.ProbeError: "
+        if text.startswith("Caught ProbeError") and marker in text:
+            return text.rsplit(marker, 1)[1].strip()
         return text
 
 

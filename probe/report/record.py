@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
-from probe.io import write_json_atomic
+from probe.core.io import write_json_atomic
 
 REQUIRED_FIELDS = (
     "encoder", "dataset", "metric", "score", "C", "search", "n_train", "n_val", "n_test",

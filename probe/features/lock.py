@@ -19,8 +19,8 @@ import socket
 import time
 from pathlib import Path
 
-from probe.errors import ProbeError
-from probe.io import pid_alive
+from probe.core.errors import ProbeError
+from probe.core.io import pid_alive
 
 log = logging.getLogger(__name__)
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)

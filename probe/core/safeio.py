@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 
 def load_checkpoint(path: str | Path) -> Any:

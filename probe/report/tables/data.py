@@ -20,12 +20,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
+from probe.core.paths import config_dir
+from probe.core.paths import published_dir as default_published
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[2]
-DATASET_CONFIGS = REPO / "configs" / "dataset"
-PUBLISHED_DIR = REPO / "results" / "published"
 # top-level folders of a results dir that hold no result JSONs
 NOT_RESULTS = frozenset({"logs", "tables", "published", "tasks", "multirun", "outputs"})
 PUBLISHED_COLUMNS = ("encoder", "dataset", "metric", "score", "source")
@@ -176,7 +175,7 @@ def read_published(path: str | Path) -> dict[tuple[str, str], Published]:
 
 def protocol_metric(dataset: str, published: dict[tuple[str, str], Published]) -> str | None:
     """The dataset's metric: its config file's when there is one, else the published CSV's."""
-    cfg_file = DATASET_CONFIGS / f"{dataset}.yaml"
+    cfg_file = config_dir() / "dataset" / f"{dataset}.yaml"
     if cfg_file.is_file():
         try:
             metric = OmegaConf.load(cfg_file).get("metric")
@@ -215,7 +214,7 @@ def _claims(layout: Layout, results: list[Result]) -> dict[tuple[str, str], Resu
 def build_table(
     layout: Layout, *, results_dirs: list[str | Path], published_dir: str | Path | None = None
 ) -> TableData:
-    published = read_published(Path(published_dir or PUBLISHED_DIR) / layout.published)
+    published = read_published(Path(published_dir or default_published()) / layout.published)
     results, bad = scan_results(results_dirs)
     claims = _claims(layout, results)
     table = TableData(layout=layout, cells={}, bad_files=bad)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 HOST = socket.gethostname().replace(".", "_")
 

@@ -1,0 +1,5 @@
+"""Running grids of runs: a grid config expanded into `python -m probe` task lines, checked
+against the real configs, and the SLURM array command that runs them.
+
+May import `core` and `report` (to know where each run's result lands).
+"""
