@@ -32,7 +32,7 @@ from probe.run import run
 # it (splits, official/carved val, refusals, missing file), so it is the one config left out.
 VECTOR_DATASETS = {"npz"}
 DATASETS = [n for n in config_names("dataset") if n not in VECTOR_DATASETS]
-# PROTOCOL.md section 3 (the spec, not results): metric, classes, where val comes from.
+# docs/protocol.md section 3 (the spec, not results): metric, classes, where val comes from.
 PROTOCOL = {
     "food101": ("top1", 101, "carve"),
     "cifar10": ("top1", 10, "carve"),

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from probe.launch.grid import expand, make_grid, sbatch_command
 
-# The contract (PROTOCOL.md sections 1 and 4, issue 6): config names in the published order.
+# The contract (docs/protocol.md sections 1 and 4, issue 6): config names in the published order.
 DATASETS = ["food101", "cifar10", "cifar100", "birdsnap", "sun397", "stanford_cars",
             "fgvc_aircraft", "dtd", "pets", "caltech101", "flowers102", "imagenet"]  # fmt: skip
 ENCODERS = ["mlcd_b32", "mlcd_l14", "mlcd_bigg14_224", "mlcd_bigg14_336", "mlcd_bigg14_448",

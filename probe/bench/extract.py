@@ -27,7 +27,7 @@ from PIL import Image
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-# Architectures by config shape (PROTOCOL.md encoder table), buildable without a download.
+# Architectures by config shape (docs/protocol.md encoder table), buildable without a download.
 SHAPES: dict[str, tuple[str, dict[str, int]]] = {
     "mlcd_l14": ("CLIPVisionConfig", dict(hidden_size=1024, num_hidden_layers=24,
                  num_attention_heads=16, intermediate_size=4096, patch_size=14, image_size=336)),

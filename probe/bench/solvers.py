@@ -8,7 +8,7 @@ finish, tolerance 1e-9 relative, warm-started from the best fit there), and the 
 with scikit-learn at every C both visited.
 
 A fair CPU comparison unsets `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` for this command
-(numpy's float32 and float64 matmuls are slower with them; see SOLVER-NOTES.md).
+(numpy's float32 and float64 matmuls are slower with them; see docs/solvers.md).
 """
 
 from __future__ import annotations

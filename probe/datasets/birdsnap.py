@@ -3,7 +3,7 @@
 Birdsnap ships as URLs (`images.txt`) and many have rotted, so every copy is partial. We read
 the official metadata (`species.txt`, `images.txt`, `test_images.txt`, all tab-separated with
 a header line), keep the listed images that exist under `images_dir`, and record in the
-result how many were listed and how many were found, per split (PROTOCOL.md section 3).
+result how many were listed and how many were found, per split (docs/protocol.md section 3).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Caltech-101 as the CLIP protocol uses it: 102 classes (with the background class), a seeded
-draw of 30 training images per class, every other image for test (PROTOCOL.md section 3).
+draw of 30 training images per class, every other image for test (docs/protocol.md section 3).
 
 torchvision's `Caltech101` drops `BACKGROUND_Google` and has no split, so we read the
 `101_ObjectCategories/` folders ourselves (torchvision's layout: `root/caltech101/`). The draw

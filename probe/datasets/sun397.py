@@ -1,4 +1,4 @@
-"""SUN397 with the official partition lists (PROTOCOL.md section 3: partition 01).
+"""SUN397 with the official partition lists (docs/protocol.md section 3: partition 01).
 
 torchvision's `SUN397` has no train/test split, so we read the official `Partitions/` files:
 `ClassName.txt` (lines like `/a/abbey`) fixes the class order, `Training_01.txt` and

@@ -2,7 +2,7 @@
 
 The command line is `python -m probe.convert` (the same three flags as DeepGlint's
 `convert_vit_bigG_14_rope2d_to_hf.py`).
-The architecture is read off the tensor shapes (PROTOCOL.md section 5), so any size converts.
+The architecture is read off the tensor shapes (docs/protocol.md section 5), so any size converts.
 The result is written to a temporary sibling directory, reloaded with transformers and checked
 (no missing or unexpected keys, every tensor bit-identical, a finite forward pass) before it is
 moved into place: a directory at the destination is always a verified one.
@@ -70,7 +70,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise ConversionError(
             f"--checkpoint_path {path} holds a {type(raw).__name__}, not a state dict of tensors "
-            "(the original MLCD checkpoint format, PROTOCOL.md section 5)"
+            "(the original MLCD checkpoint format, docs/protocol.md section 5)"
         )
     state = {k.removeprefix("_orig_mod."): v for k, v in raw.items()}
     return {k: v for k, v in state.items() if k not in DROPPED}
@@ -128,7 +128,7 @@ def _check_keys(state: dict[str, torch.Tensor]) -> None:
         shown = ", ".join(missing[:12]) + more
         raise ConversionError(
             f"the checkpoint lacks {len(missing)} required key(s): {shown}. It is not a complete "
-            "MLCD RoPE2D state dict (PROTOCOL.md section 5)"
+            "MLCD RoPE2D state dict (docs/protocol.md section 5)"
         )
     unknown = sorted(k for k in state if k not in TOP_LEVEL and not _BLOCK_RE.match(k))
     if unknown:

@@ -5,7 +5,7 @@ Each head is a generator that yields the point it wants evaluated next and recei
 runs any number of heads in lock-step: every round it evaluates all pending points together
 (one pass over X for all of them), then hands each head its own result. A head alone is plain
 sequential L-BFGS; heads together keep fully separate L-BFGS states and line searches (one
-shared L-BFGS over all heads converges far worse, see SOLVER-NOTES).
+shared L-BFGS over all heads converges far worse, see docs/solvers.md).
 
 The objective per head is scikit-learn's, scaled by 1/(C N) (same minimiser):
     f(W, b) = mean_i logloss_i + ||W||^2 / (2 C N)      (b unregularised)

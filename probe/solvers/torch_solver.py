@@ -1,7 +1,7 @@
 """Our own multinomial logistic-regression solver (full-batch L-BFGS in torch, CPU or GPU).
 
 It minimises exactly scikit-learn's objective (0.5 ||W||^2 + C * sum of log-losses,
-intercept unregularised) and is checked against it. What makes it fast (SOLVER-NOTES.md):
+intercept unregularised) and is checked against it. What makes it fast (docs/solvers.md):
 - it works in the features' centred principal-axis basis (`resident.Resident`) with a
   diagonal scaling set from each head's current softmax curvature (`track.Track`): exact
   changes of variables under which L-BFGS needs 2 to 4 times fewer passes than on the raw
