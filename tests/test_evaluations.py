@@ -1,0 +1,170 @@
+"""Bootstrap intervals, the k-NN probe and few-shot draws, on their own (no files)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from probe.core.errors import ProbeError
+from probe.datasets.splits import stratified_holdout
+from probe.evaluations.bootstrap import paired_diff_ci, score_ci, significance
+from probe.evaluations.fewshot import check_shots, draw, fewshot
+from probe.evaluations.knn import knn_predict
+from probe.solvers.sklearn import SklearnSolver
+
+
+def test_interval_covers_a_known_proportion_at_the_nominal_rate() -> None:
+    """400 simulated test sets of 200 images with true accuracy 80%: ~95% of intervals
+    cover 80 (the binomial standard error of a coverage over 400 draws is 1.1 points)."""
+    rng = np.random.default_rng(7)
+    covered = 0
+    for rep in range(400):
+        correct = rng.random(200) < 0.8
+        low, high = score_ci(correct, np.zeros(200, int), metric="top1", seed=rep)
+        covered += low <= 80.0 <= high
+    assert 0.91 <= covered / 400 <= 0.98, covered / 400
+
+
+def test_stratified_interval_covers_a_known_mean_per_class() -> None:
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2], [40, 100, 60])
+    p = np.array([0.5, 0.9, 0.7])
+    covered = 0
+    for rep in range(300):
+        correct = rng.random(len(y)) < p[y]
+        low, high = score_ci(correct, y, metric="mean_per_class", seed=rep)
+        covered += low <= p.mean() * 100 <= high
+    assert 0.90 <= covered / 300 <= 0.985, covered / 300
+
+
+def test_interval_is_seeded_and_brackets_the_score() -> None:
+    rng = np.random.default_rng(0)
+    correct, y = rng.random(500) < 0.6, rng.integers(0, 5, 500)
+    a = score_ci(correct, y, metric="mean_per_class", seed=11)
+    assert a == score_ci(correct, y, metric="mean_per_class", seed=11)
+    assert a != score_ci(correct, y, metric="mean_per_class", seed=12)
+    mpc = np.mean([correct[y == c].mean() for c in range(5)]) * 100
+    assert a[0] < mpc < a[1]
+
+
+def test_paired_interval_of_identical_predictions_is_zero() -> None:
+    rng = np.random.default_rng(1)
+    correct, y = rng.random(300) < 0.7, rng.integers(0, 4, 300)
+    for metric in ("top1", "mean_per_class"):
+        assert paired_diff_ci(correct, correct, y, metric=metric) == [0.0, 0.0]
+        assert not significance([0.0, 0.0])
+    assert paired_diff_ci(np.ones(50, bool), np.zeros(50, bool), np.zeros(50, int),
+                          metric="top1") == [100.0, 100.0]  # fmt: skip
+
+
+def test_paired_interval_finds_a_real_difference_and_not_a_fake_one() -> None:
+    rng = np.random.default_rng(2)
+    y = np.zeros(2000, int)
+    base = rng.random(2000) < 0.7
+    better = base | (rng.random(2000) < 0.2)  # right wherever base is, and on ~6% more
+    assert significance(paired_diff_ci(better, base, y, metric="top1"))
+    shuffled = rng.permutation(base)  # same accuracy, independent errors
+    assert not significance(paired_diff_ci(shuffled, base, y, metric="top1"))
+
+
+def _direct_knn(queries, bank, labels, k, temperature, num_classes):
+    """The voting rule written out plainly: full similarity matrix, sort, sum weights."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    b = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    sims = q @ b.T
+    preds = []
+    for row in sims:
+        top = np.argsort(-row, kind="stable")[:k]
+        votes = np.zeros(num_classes)
+        for j in top:
+            votes[labels[j]] += np.exp(row[j] / temperature)
+        preds.append(int(np.argmax(votes)))
+    return np.array(preds)
+
+
+def test_knn_predictions_equal_a_direct_implementation() -> None:
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(4, 16))
+    labels = rng.integers(0, 4, 90)
+    bank = centers[labels] + rng.normal(scale=1.5, size=(90, 16))
+    qlab = rng.integers(0, 4, 37)
+    queries = centers[qlab] + rng.normal(scale=1.5, size=(37, 16))
+    parts = [bank[:60].astype(np.float32), bank[60:].astype(np.float32)]
+    got = knn_predict(queries=queries.astype(np.float32), bank=parts, bank_labels=labels,
+                      ks=[1, 5, 20], temperature=0.07, num_classes=4, query_chunk=7,
+                      bank_chunk=13)  # fmt: skip
+    for k in (1, 5, 20):
+        np.testing.assert_array_equal(got[k], _direct_knn(queries, bank, labels, k, 0.07, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"ks": [0, 10]}, "eval.k="), ({"ks": [500]}, "more than the"),
+     ({"ks": [5], "temperature": 0.0}, "eval.temperature=")],
+)  # fmt: skip
+def test_knn_bad_values_get_one_line_errors(kwargs, message) -> None:
+    x = np.ones((10, 3), np.float32)
+    opts = {"ks": [5], "temperature": 0.07, **kwargs}
+    with pytest.raises(ProbeError, match=message) as err:
+        knn_predict(queries=x, bank=[x], bank_labels=np.zeros(10, int), num_classes=2, **opts)
+    assert "\n" not in str(err.value)
+
+
+def test_fewshot_draw_is_balanced_nested_and_disjoint_from_val() -> None:
+    y = np.repeat(np.arange(5), [30, 30, 30, 30, 3])  # class 4 is short
+    keep, hold = stratified_holdout(y, fraction=0.2, seed=0)
+    for k in (1, 2, 4):
+        rows = keep[draw(y[keep], k=k, seed=3)]  # back to source-split rows
+        counts = np.bincount(y[rows], minlength=5)
+        assert list(counts[:4]) == [k] * 4 and counts[4] == min(k, (y[keep] == 4).sum())
+        assert not set(rows) & set(hold)
+        if k > 1:
+            smaller = keep[draw(y[keep], k=k // 2, seed=3)]
+            assert set(smaller) <= set(rows)
+    assert not np.array_equal(draw(y, k=4, seed=0), draw(y, k=4, seed=1))
+
+
+def test_fewshot_draw_is_identical_across_processes() -> None:
+    code = (
+        "import numpy as np; from probe.evaluations.fewshot import draw; "
+        "y = np.arange(1000) % 7; print(draw(y, k=5, seed=4).tolist())"
+    )
+    out = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+        ).stdout  # fmt: skip
+        for _ in range(2)
+    ]
+    assert out[0] == out[1] == str(draw(np.arange(1000) % 7, k=5, seed=4).tolist()) + "\n"
+
+
+def test_fewshot_bad_values_get_one_line_errors() -> None:
+    y = np.repeat(np.arange(3), 4)
+    for shots, seeds, message in (([0, 2], 2, "eval.shots="), ([8], 2, "more than any class"),
+                                  ([2], 0, "eval.seeds=")):  # fmt: skip
+        with pytest.raises(ProbeError, match=message) as err:
+            check_shots(shots, seeds, y)
+        assert "\n" not in str(err.value)
+
+
+def test_fewshot_on_digits_gives_every_k_and_seed() -> None:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    keep, test = stratified_holdout(y, count=450, seed=0)
+    tr, va = stratified_holdout(y[keep], fraction=0.2, seed=0)
+    train, val = (X[keep][tr], y[keep][tr]), (X[keep][va], y[keep][va])
+    by_k = fewshot(solver=SklearnSolver(max_iter=200), train=train, val=val,
+                   test=(X[test], y[test]), num_classes=10, metric="top1", shots=[1, 4],
+                   seeds=2)  # fmt: skip
+    assert list(by_k) == ["1", "4"]
+    for k, entry in by_k.items():
+        assert len(entry["scores"]) == len(entry["C"]) == 2
+        assert entry["n_train"] == [10 * int(k)] * 2 and entry["classes_short"] == []
+        assert entry["mean"] == pytest.approx(np.mean(entry["scores"]))
+    assert by_k["4"]["mean"] > by_k["1"]["mean"] > 30.0
