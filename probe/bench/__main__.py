@@ -1,11 +1,15 @@
-"""`python -m probe.bench solvers|extract [...]`: dispatch to one benchmark module."""
+"""`python -m probe.bench solvers|extract|evals [...]`: dispatch to one benchmark module."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHES = {"solvers": "probe.bench.solvers", "extract": "probe.bench.extract"}
+BENCHES = {
+    "solvers": "probe.bench.solvers",
+    "extract": "probe.bench.extract",
+    "evals": "probe.bench.evals",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,8 @@ the largest summed weight wins (ties: the lowest class index, as argmax takes it
 per-query constant, so the same predictions.
 
 Memory is bounded whatever the sizes: queries are taken `query_chunk` at a time and the bank
-`bank_chunk` rows at a time (read from its memory map and normalised chunk by chunk), keeping
+`bank_chunk` rows at a time (read from the cache file with plain reads, so its memory map
+never becomes resident, and normalised chunk by chunk), keeping
 only a running top-`max(k)` per query. The peak beyond the inputs is
 `query_chunk x bank_chunk` similarities plus one normalised bank chunk and the running
 top-k: with the defaults (4,096 x 65,536, float32) about 1.1 GB plus 256 MB for a 1,024-wide
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from probe.core.arrays import read_rows
 from probe.core.errors import ProbeError
 
 log = logging.getLogger(__name__)
@@ -43,17 +45,17 @@ def check_ks(ks: Sequence[int], bank_size: int) -> list[int]:
     return sorted(set(ks))
 
 
-def _normalised(rows: np.ndarray, device: str) -> torch.Tensor:
-    x = torch.from_numpy(np.array(rows, dtype=np.float32, copy=True)).to(device)
+def _normalised(part: np.ndarray, start: int, stop: int, device: str) -> torch.Tensor:
+    x = torch.from_numpy(read_rows(part, start, stop)).to(device)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def _bank_chunks(parts: Sequence[np.ndarray], rows: int):
-    """(first global row, rows) over the bank's parts (train, val) without concatenating."""
+def _bank_chunks(parts: Sequence[np.ndarray], rows: int, device: str):
+    """(first global row, normalised rows) over the bank's parts without concatenating."""
     offset = 0
     for part in parts:
         for b0 in range(0, len(part), rows):
-            yield offset + b0, part[b0 : b0 + rows]
+            yield offset + b0, _normalised(part, b0, b0 + rows, device)
         offset += len(part)
 
 
@@ -74,11 +76,11 @@ def neighbours(
     idx_out = np.empty((len(queries), k), dtype=np.int64)
     steps = range(0, len(queries), query_chunk)
     for q0 in tqdm(steps, desc="k-NN queries", unit="chunk", disable=len(steps) < 4):
-        q = _normalised(queries[q0 : q0 + query_chunk], device)
+        q = _normalised(queries, q0, q0 + query_chunk, device)
         best_s = torch.full((len(q), 0), -np.inf, device=device)
         best_i = torch.zeros((len(q), 0), dtype=torch.int64, device=device)
-        for b0, rows in _bank_chunks(bank, bank_chunk):
-            s = q @ _normalised(rows, device).T
+        for b0, rows in _bank_chunks(bank, bank_chunk, device):
+            s = q @ rows.T
             top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)
             cand_s = torch.cat([best_s, top_s], 1)
             cand_i = torch.cat([best_i, top_i + b0], 1)
