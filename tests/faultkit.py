@@ -24,13 +24,16 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": pythonpath}
 
 
-def popen(args: list[str], *, cwd: Path, module: str = "probe") -> subprocess.Popen:
+def popen(
+    args: list[str], *, cwd: Path, module: str = "probe", extra_env: dict | None = None
+) -> subprocess.Popen:
     """`python -m probe ARGS` started in the background, output to files in `cwd`."""
     log = cwd / f"out-{time.monotonic_ns()}.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", *module.split(), *args],
-            cwd=cwd, env=env(), text=True, stdout=fh, stderr=subprocess.STDOUT,
+            cwd=cwd, env={**env(), **(extra_env or {})}, text=True, stdout=fh,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
     proc.log_path = log  # type: ignore[attr-defined]
     return proc

@@ -7,6 +7,7 @@ errors above a batch size.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -17,11 +18,14 @@ from probe.encoders.pixels import build as pixels
 
 
 class _Slow:
+    """Sleeps per batch; `PROBE_STUB_DELAY` overrides the delay without entering the cache
+    fingerprint, so a deliberately slower job shares its entry with a normal one."""
+
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.delay)
+        time.sleep(float(os.environ.get("PROBE_STUB_DELAY", self.delay)))
         return batch.clone()
 
 

@@ -74,10 +74,15 @@ def test_two_jobs_one_entry_one_extracts(tmp_path: Path, reference) -> None:
 
 
 def test_waiter_takes_over_when_the_holder_is_killed(tmp_path: Path, reference) -> None:
-    """The dead holder's lock is gone with it; the waiter resumes the holder's shards."""
+    """The dead holder's lock is gone with it; the waiter resumes the holder's shards.
+
+    The holder runs at 0.5 s a batch (43 s for train), so it still holds the lock however
+    long the waiter takes to start on a loaded machine; it is killed once the waiter waits.
+    """
     cache = tmp_path / "cache"
     slower = [a if "encoder.delay" not in a else "+encoder.delay=0.1" for a in SLOW]
-    holder = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path)
+    holder = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path,
+                   extra_env={"PROBE_STUB_DELAY": "0.5"})  # fmt: skip
     assert wait_for(lambda: shards_done(cache, "train") >= 1, proc=holder), output(holder)
     waiter = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path)
     assert wait_for(lambda: "is locked by pid" in output(waiter), proc=waiter), output(waiter)
