@@ -69,6 +69,26 @@ def _score_from(counts: np.ndarray, sizes: np.ndarray, hits: tuple[int, ...]) ->
     return share.mean(1) * 100.0
 
 
+def _interval(
+    pattern: np.ndarray,
+    y: np.ndarray,
+    *,
+    metric: str,
+    diff: bool,
+    resamples: int,
+    seed: int,
+    level: float,
+) -> list[float]:
+    """Percentile interval of the score of outcome a (patterns 2, 3), or of a - b."""
+    strata = _strata(y, metric)
+    counts = _pattern_counts(pattern, strata, resamples=resamples, seed=seed)
+    sizes = np.array([len(s) for s in strata], dtype=np.float64)
+    stats = _score_from(counts, sizes, (2, 3))
+    if diff:
+        stats = stats - _score_from(counts, sizes, (1, 3))
+    return _percentile(stats, level)
+
+
 def score_ci(
     correct: np.ndarray,
     y: np.ndarray,
@@ -79,11 +99,9 @@ def score_ci(
     level: float = LEVEL,
 ) -> list[float]:
     """[low, high] of the score (percent); `correct[i]` says whether image i was right."""
-    correct = _check(correct, y, resamples=resamples, level=level)
-    strata = _strata(y, metric)
-    counts = _pattern_counts(correct.astype(np.int64) * 3, strata, resamples=resamples, seed=seed)
-    sizes = np.array([len(s) for s in strata], dtype=np.float64)
-    return _percentile(_score_from(counts, sizes, (3,)), level)
+    a = _check(correct, y, resamples=resamples, level=level).astype(np.int64)
+    return _interval(a * 3, y, metric=metric, diff=False, resamples=resamples, seed=seed,
+                     level=level)  # fmt: skip
 
 
 def paired_diff_ci(
@@ -97,14 +115,11 @@ def paired_diff_ci(
     level: float = LEVEL,
 ) -> list[float]:
     """[low, high] of score(a) - score(b) on the same images, resampled as pairs."""
-    a = _check(correct_a, y, resamples=resamples, level=level)
-    b = _check(correct_b, y, resamples=resamples, level=level)
-    strata = _strata(y, metric)
-    pattern = a.astype(np.int64) * 2 + b.astype(np.int64)  # 0: neither, 1: b, 2: a, 3: both
-    counts = _pattern_counts(pattern, strata, resamples=resamples, seed=seed)
-    sizes = np.array([len(s) for s in strata], dtype=np.float64)
-    diff = _score_from(counts, sizes, (2, 3)) - _score_from(counts, sizes, (1, 3))
-    return _percentile(diff, level)
+    a = _check(correct_a, y, resamples=resamples, level=level).astype(np.int64)
+    b = _check(correct_b, y, resamples=resamples, level=level).astype(np.int64)
+    # patterns: 0 neither right, 1 only b, 2 only a, 3 both
+    return _interval(a * 2 + b, y, metric=metric, diff=True, resamples=resamples, seed=seed,
+                     level=level)  # fmt: skip
 
 
 def top5_correct(top5: np.ndarray, y: np.ndarray) -> np.ndarray:
