@@ -213,3 +213,50 @@ def test_default_entries_keep_their_fingerprint(dirs) -> None:
         old = {k: v for k, v in enc.items() if k not in ("width", "features")}
         fp = {"dataset": {"name": "d"}, "split": "train", "dtype": "float32"}
         assert digest(fingerprint(encoder=enc, **fp)) == digest(fingerprint(encoder=old, **fp))
+
+
+def _two_kind_encoder(calls: list[int]):
+    from probe.encoders.base import Encoder
+
+    def forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(len(batch))
+        return {"a": batch * torch.ones(3), "b": -batch * torch.arange(1.0, 6.0)}
+
+    return Encoder(transform=lambda x: torch.tensor([x], dtype=torch.float32), forward=forward,
+                   kinds=("a", "b"))  # fmt: skip
+
+
+def test_one_pass_resumes_a_partial_kind_and_fills_a_new_one(tmp_path: Path, caplog) -> None:
+    """Entry b is half done (a killed run); a is new: one pass, b redoes only its missing shard."""
+    from probe.datasets.base import Split
+    from probe.features.cache import CacheEntry
+    from probe.features.extract import extract_entries
+
+    split = Split(items=list(range(100)), labels=np.arange(100) % 3, load=float)
+    kw = {"split": split, "batch_size": 16, "num_workers": 0, "desc": "toy", "shard_size": 40}
+    b = CacheEntry(tmp_path / "b", {"k": "b"})
+    extract_entries(encoder=_two_kind_encoder([]), entries={"b": b}, **kw)
+    (b.path / "meta.json").unlink()  # back to a partial entry: its shard records ...
+    (b.path / "progress").mkdir()
+    for i, (start, stop) in enumerate([(0, 40), (40, 80)]):  # ... for two of three shards
+        rows = np.load(b.path / "features.npy")[start:stop]
+        (b.path / "progress" / f"{i:08d}.json").write_text(json.dumps(
+            {"index": i, "start": start, "stop": stop, "sha256": _sha(rows)}))  # fmt: skip
+    (b.path / "partial.json").write_text(json.dumps(
+        {"n": 100, "dim": 5, "shard_size": 40, "content_hash": split.content_hash(),
+         "fingerprint": {"k": "b"}}))  # fmt: skip
+    calls: list[int] = []
+    a = CacheEntry(tmp_path / "a", {"k": "a"})
+    caplog.set_level("INFO")
+    extract_entries(encoder=_two_kind_encoder(calls), entries={"a": a, "b": b}, **kw)
+    assert "resuming, 2 of 3 shards already written" in caplog.text
+    assert sum(calls) == 1 + 100, "one sample for the widths, then every row once"
+    x = np.arange(100, dtype=np.float32)[:, None]
+    assert np.array_equal(a.load()[0], x * np.ones(3)) and a.is_complete(n=100)
+    assert np.array_equal(b.load()[0], -x * np.arange(1.0, 6.0)) and b.is_complete(n=100)
+
+
+def _sha(rows: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float32).tobytes()).hexdigest()
