@@ -199,6 +199,9 @@ def test_probed_kind_must_be_among_the_extracted(tiny, dirs) -> None:
             "encoder.features=[cls,last4]"]  # fmt: skip
     with pytest.raises(ProbeError, match=r"encoder.feature=pooler_output is not among"):
         run(compose_cfg(args))
+    with pytest.raises(ProbeError, match=r"Run `python -m probe stage=extract encoder=hf "
+                       r"encoder.feature=last4 dataset=digits`"):  # fmt: skip
+        run(compose_cfg([*args[:-1], "stage=probe", "encoder.feature=last4"]))
     with pytest.raises(ProbeError, match="encoder.features does not apply"):
         run(compose_cfg([*dirs, "+encoder.features=[cls]"]))  # pixels: one unnamed feature
 

@@ -92,9 +92,11 @@ def _missing(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
     if not bad:
         return {"todo": {}}
     missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
+    feature = cfg.encoder.get("feature")
+    kind = f" encoder.feature={feature}" if feature not in (None, "pooler_output") else ""
     return {
         "error": f"stage=probe needs cached features, but these splits have none usable: "
-        f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name} "
+        f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name}{kind} "
         f"dataset={cfg.dataset.name}` first (or stage=all)."
     }
 
