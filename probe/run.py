@@ -20,10 +20,11 @@ from probe.core.factory import make
 from probe.datasets.base import ImageDataset
 from probe.encoders.base import resolve_dtype
 from probe.evaluations.linear import refit_and_test, search
+from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.splits import protocol_splits
 from probe.features.distributed import setup, teardown
 from probe.features.stage import cache_entries, ensure_features
-from probe.report.record import result_path, write_result
+from probe.report.record import result_name, result_path, write_result
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "extract", "probe")
@@ -57,6 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         raise ProbeError(f"stage={cfg.stage!r} is not valid; allowed: {', '.join(STAGES)}")
     if int(cfg.batch_size) <= 0:
         raise ProbeError(f"batch_size={cfg.batch_size} must be a positive integer, e.g. 256")
+    normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.encoder.get("dtype", "auto"), device)
     dataset = build_dataset(cfg)
@@ -74,6 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     feats = {s: e.load() for s, e in entries.items()}
     warn_sizes(dataset, {s: len(v[1]) for s, v in feats.items()})
     train, val, test = protocol_splits(dataset, feats)
+    train, val, test = ((normalize_rows(X, normalize), y) for X, y in (train, val, test))
     solver = make(cfg.probe, device=device)
     found = search(
         solver=solver, train=train, val=val, num_classes=dataset.num_classes, metric=dataset.metric
@@ -90,7 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         init=found.fits.get(found.best_index),
     )
     record = {
-        "encoder": cfg.encoder.name,
+        "encoder": result_name(cfg.encoder, cfg.probe),
         "dataset": cfg.dataset.name,
         "metric": dataset.metric,
         "score": test_score,
@@ -104,6 +107,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "num_classes": dataset.num_classes,
         "dataset_info": dataset.info,  # source, counts found, skipped corrupt images
         "feature_dim": int(train[0].shape[1]),
+        "feature": cfg.encoder.get("feature"),  # the probed kind (null: the encoder's only one)
+        "normalize": normalize,
         "backend": solver.name,
         "device": device,
         "dtype": dtype,
@@ -114,6 +119,6 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "features": {s: str(e.path) for s, e in entries.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    path = write_result(result_path(cfg.results_dir, cfg.encoder.name, cfg.dataset.name), record)
+    path = write_result(result_path(cfg.results_dir, record["encoder"], cfg.dataset.name), record)
     record["path"] = str(path)
     return record

@@ -24,6 +24,20 @@ def compose_cfg(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """One tiny random checkpoint per encoder family (tests/tiny.py), built once per session."""
+    from tiny import make_all
+
+    return make_all(tmp_path_factory.mktemp("tiny_encoders"))
+
+
+@pytest.fixture(scope="session")
+def timm_dir(tmp_path_factory) -> Path:
+    """Where tiny timm stand-ins are saved (tests/tiny.py `timm_checkpoint`)."""
+    return tmp_path_factory.mktemp("tiny_timm")
+
+
 @pytest.fixture
 def dirs(tmp_path: Path) -> list[str]:
     """Overrides that keep a run's cache and results inside the test's temp dir."""
@@ -42,3 +56,12 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None):
         [sys.executable, "-m", "probe", *args],
         capture_output=True, text=True, cwd=cwd or REPO, env=full_env, timeout=600,
     )  # fmt: skip
+
+
+def run_cli_without(package: str, args: list[str], cwd: Path):
+    """`python -m probe ARGS` where `import PACKAGE` fails, as on a machine without the extra."""
+    shadow = cwd / "shadow" / package
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(f"raise ImportError(\"No module named '{package}'\")\n")
+    pythonpath = os.pathsep.join([str(REPO), str(shadow.parent)])
+    return run_cli(args, cwd=cwd, env={"PYTHONPATH": pythonpath})

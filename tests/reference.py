@@ -3,11 +3,14 @@
 OpenAI's CLIP evaluation transform: bicubic resize of the short side (the long side truncated,
 as torchvision computes it), a center crop whose offset is `int(round((h - th) / 2))` (Python's
 round, half to even, as torchvision's CenterCrop), scale to [0, 1], normalise. SigLIP: bicubic
-resize straight to a square, normalise with mean/std 0.5. Inputs are converted to 8-bit RGB
+resize straight to a square, normalise with mean/std 0.5. timm's `crop_pct` (dinov2, EVA-02):
+resize to floor(size / crop_pct), then center-crop `size`. Inputs are converted to 8-bit RGB
 first: alpha dropped, 16-bit scaled by 255/65535.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PIL import Image
@@ -31,32 +34,49 @@ def normalise(image: Image.Image, mean, std) -> np.ndarray:
     return arr.transpose(2, 0, 1)
 
 
-def openai_reference(image: Image.Image, size: int, mean=OPENAI_MEAN, std=OPENAI_STD):
+RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    w, h = image.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def openai_reference(
+    image: Image.Image, size: int, mean=OPENAI_MEAN, std=OPENAI_STD, *, crop=None, resample=3
+):
+    """Short side to `size`, center crop `crop` (default: `size`)."""
     image = rgb8(image)
     w, h = image.size
     if w <= h:
         new_w, new_h = size, int(size * h / w)
     else:
         new_w, new_h = int(size * w / h), size
-    image = image.resize((new_w, new_h), Image.BICUBIC)
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    image = image.crop((left, top, left + size, top + size))
-    return normalise(image, mean, std)
+    image = image.resize((new_w, new_h), resample)
+    return normalise(center_crop(image, crop or size), mean, std)
 
 
-def squash_reference(image: Image.Image, size: int, mean=(0.5,) * 3, std=(0.5,) * 3):
-    return normalise(rgb8(image).resize((size, size), Image.BICUBIC), mean, std)
+def squash_reference(
+    image: Image.Image, size: int, mean=(0.5,) * 3, std=(0.5,) * 3, *, crop=None, resample=3
+):
+    image = rgb8(image).resize((size, size), resample)
+    return normalise(center_crop(image, crop) if crop else image, mean, std)
 
 
 def reference(image: Image.Image, preprocess: dict) -> np.ndarray:
     """The reference transform a config's `preprocess` block names."""
-    assert preprocess["interpolation"] == "bicubic"
+    resample = RESAMPLE[preprocess["interpolation"]]
+    size, crop = preprocess["size"], preprocess.get("crop")
+    if preprocess.get("crop_pct") is not None:
+        assert crop is None
+        size, crop = math.floor(size / preprocess["crop_pct"]), size
+    kw = {"crop": crop, "resample": resample}
     if preprocess["mode"] == "shortest":
-        assert preprocess["crop"] == preprocess["size"]
-        return openai_reference(image, preprocess["size"], preprocess["mean"], preprocess["std"])
-    assert preprocess["mode"] == "squash" and preprocess["crop"] is None
-    return squash_reference(image, preprocess["size"], preprocess["mean"], preprocess["std"])
+        assert crop is not None
+        return openai_reference(image, size, preprocess["mean"], preprocess["std"], **kw)
+    assert preprocess["mode"] == "squash"
+    return squash_reference(image, size, preprocess["mean"], preprocess["std"], **kw)
 
 
 def sample_photos() -> list[Image.Image]:

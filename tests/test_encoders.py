@@ -4,144 +4,88 @@ dir, and its features equal a direct forward of the reference preprocessing plus
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, REPO, compose_cfg, config_names, run_cli
+from conftest import compose_cfg, run_cli, run_cli_without
 from omegaconf import OmegaConf
-from reference import openai_reference, reference, sample_photos
+from reference import openai_reference, reference, sample_photos, squash_reference
+from tiny import RES, clip_processor, direct_forward, model_configs, standin, timm_model
 
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 
 TOL = 1e-5
-RES = 32
-VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    image_size=RES, patch_size=8,
-)  # fmt: skip
-
-
-def _clip_processor(path: Path) -> None:
-    from transformers import CLIPImageProcessor
-
-    CLIPImageProcessor(
-        size={"shortest_edge": RES}, crop_size={"height": RES, "width": RES}
-    ).save_pretrained(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    """One tiny random checkpoint per family, written the way real ones are."""
-    import transformers as tf
-
-    root = tmp_path_factory.mktemp("tiny_encoders")
-    torch.manual_seed(0)
-    paths = {}
-    paths["clip_vision_model"] = root / "clip_vision"
-    tf.CLIPVisionModel(tf.CLIPVisionConfig(**VISION)).save_pretrained(paths["clip_vision_model"])
-    _clip_processor(paths["clip_vision_model"])
-    paths["clip"] = root / "clip_full"
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
-    full = tf.CLIPConfig(vision_config=VISION, text_config=text, projection_dim=16)
-    tf.CLIPModel(full).save_pretrained(paths["clip"])
-    paths["mlcd_vision_model"] = root / "mlcd"
-    tf.MLCDVisionModel(tf.MLCDVisionConfig(**VISION)).save_pretrained(paths["mlcd_vision_model"])
-    _clip_processor(paths["mlcd_vision_model"])
-    paths["siglip_vision_model"] = root / "siglip"
-    tf.SiglipVisionModel(tf.SiglipVisionConfig(**VISION)).save_pretrained(
-        paths["siglip_vision_model"]
-    )
-    paths["siglip"] = root / "siglip_full"
-    full = tf.SiglipConfig(vision_config=VISION, text_config=text)
-    tf.SiglipModel(full).save_pretrained(paths["siglip"])
-    paths["VisionTransformer"] = _tiny_open_clip(root / "open_clip")
-    return paths
-
-
-def _tiny_open_clip(path: Path) -> Path | None:
-    try:
-        import open_clip
-    except ImportError:
-        return None
-    from safetensors.torch import save_file
-
-    path.mkdir()
-    vision = {"image_size": RES, "layers": 2, "width": 32, "head_width": 8, "patch_size": 8}
-    text = {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 4, "layers": 1}
-    cfg = {
-        "model_cfg": {"embed_dim": 16, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
-    }
-    (path / "open_clip_config.json").write_text(json.dumps(cfg))
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
-    save_file(model.state_dict(), str(path / "open_clip_model.safetensors"))
-    return path
-
-
-def checkpoint_for(name: str, tiny: dict[str, Path]) -> Path:
-    """The tiny checkpoint of the family a config expects (a full CLIP one for clip_l14)."""
-    if name == "clip_l14":
-        return tiny["clip"]
-    model_type = compose_cfg([f"encoder={name}"]).encoder.get("model_type")
-    path = tiny[model_type or "clip_vision_model"]
-    if path is None:
-        pytest.skip("open_clip is not installed (pip install -e '.[openclip]')")
-    return path
 
 
 def build(name: str, model: Path, *extra: str):
-    cfg = compose_cfg([f"encoder={name}", f"encoder.model={model}", *extra])
+    """Config `name` on the checkpoint at `model` (width 32, as every stand-in)."""
+    cfg = compose_cfg([f"encoder={name}", f"encoder.model={model}", "++encoder.width=32", *extra])
+    return make(cfg.encoder, device="cpu", dtype="float32"), cfg.encoder
+
+
+def build_standin(name: str, tiny, timm_dir: Path, *extra: str):
+    cfg = compose_cfg([f"encoder={name}", *standin(name, tiny, timm_dir), *extra])
     return make(cfg.encoder, device="cpu", dtype="float32"), cfg.encoder
 
 
 def reference_pixels(enc_cfg) -> torch.Tensor:
-    block = OmegaConf.to_container(enc_cfg, resolve=True).get("preprocess")
-    photos = sample_photos()
-    if block is None:  # `hf`: the tiny checkpoint's own CLIP processor
-        arrays = [openai_reference(p, RES) for p in photos]
-    else:
+    """The photos through the reference transform of the block, or of the checkpoint's own
+    preprocessing where the config reads it (`preprocess: null`)."""
+    enc = OmegaConf.to_container(enc_cfg, resolve=True)
+    block, photos = enc.get("preprocess"), sample_photos()
+    if block is None and enc["_target_"].endswith("timm.build"):
+        block = timm_block(enc)
+    if block is not None:
         arrays = [reference(p, block) for p in photos]
+    else:
+        arrays = [processor_reference(p, Path(enc["model"])) for p in photos]
     return torch.tensor(np.stack(arrays), dtype=torch.float32)
 
 
-def direct_forward(model_type: str, path: Path, pixels: torch.Tensor) -> torch.Tensor:
-    """The model's own forward, loaded without probe; the protocol's feature."""
-    import transformers as tf
-
-    if model_type == "VisionTransformer":
-        import open_clip
-
-        visual = open_clip.create_model(f"local-dir:{path}").visual.eval()
-        visual.proj = None
-        with torch.no_grad():
-            return visual(pixels)
-    cls = {"mlcd_vision_model": tf.MLCDVisionModel, "siglip_vision_model": tf.SiglipVisionModel}
-    net = cls.get(model_type, tf.CLIPVisionModel).from_pretrained(path).eval()
-    with torch.no_grad():
-        return net(pixel_values=pixels).pooler_output
+def processor_reference(photo, model_dir: Path) -> np.ndarray:
+    """A stand-in's preprocessor_config.json read here, with PIL: CLIP's or SigLIP's."""
+    cfg = json.loads((model_dir / "preprocessor_config.json").read_text())
+    mean, std, resample = cfg["image_mean"], cfg["image_std"], cfg["resample"]
+    if "shortest_edge" in cfg["size"]:
+        return openai_reference(photo, cfg["size"]["shortest_edge"], mean, std, resample=resample)
+    return squash_reference(photo, cfg["size"]["height"], mean, std, resample=resample)
 
 
-# Every config that loads a model (pixels and precomputed have none; they are tested in
-# tests/test_pipeline.py and tests/test_npz.py).
-MODEL_CONFIGS = [
-    n
-    for n in config_names("encoder")
-    if "model" in OmegaConf.load(CONFIGS / "encoder" / f"{n}.yaml")
-]
+def timm_block(enc: dict) -> dict:
+    """timm's own data config of the stand-in (its pretrained_cfg at encoder.resolution)."""
+    from timm.data import resolve_data_config
+
+    net = timm_model(enc["model"], Path(enc["checkpoint"]))
+    res = enc["resolution"]
+    data = resolve_data_config(args={"input_size": (3, res, res)}, model=net)
+    assert data["crop_mode"] == "center"
+    return {
+        "size": res,
+        "crop_pct": data["crop_pct"],
+        "mode": "shortest",
+        "crop": None,
+        "interpolation": data["interpolation"],
+        "mean": data["mean"],
+        "std": data["std"],
+    }
+
+
+MODEL_CONFIGS = model_configs()
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
-def test_features_equal_direct_forward(name: str, tiny) -> None:
-    path = checkpoint_for(name, tiny)
-    encoder, enc_cfg = build(name, path, f"encoder.resolution={RES}")
+def test_features_equal_direct_forward(name: str, tiny, timm_dir: Path) -> None:
+    encoder, enc_cfg = build_standin(name, tiny, timm_dir)
     photos = sample_photos()
     batch = torch.stack([encoder.transform(p) for p in photos])
     feats = encoder.embed(batch)
-    want = direct_forward(enc_cfg.get("model_type") or "", path, reference_pixels(enc_cfg))
+    pixels = reference_pixels(enc_cfg)
+    assert (batch - pixels).abs().max().item() <= TOL
+    want = direct_forward(enc_cfg, pixels)
     assert feats.shape == (len(photos), 32) and encoder.feature_dim == 32
     assert feats.dtype == torch.float32
     assert (feats - want).abs().max().item() <= TOL
@@ -150,15 +94,27 @@ def test_features_equal_direct_forward(name: str, tiny) -> None:
 def test_config_fields_and_families() -> None:
     for name in MODEL_CONFIGS:
         enc = compose_cfg([f"encoder={name}"]).encoder
-        assert enc.revision == "main" and enc.feature == "pooler_output" and enc.dtype == "auto"
-        assert {"model", "model_type", "resolution", "preprocess"} <= set(enc)
-    expected = {"mlcd_b32": "clip_vision_model", "mlcd_l14": "clip_vision_model"}
-    expected |= {f"mlcd_bigg14_{r}": "mlcd_vision_model" for r in (224, 336, 448)}
-    expected |= {"clip_l14": "clip_vision_model", "siglip_so400m": "siglip_vision_model"}
-    for name, model_type in expected.items():
+        assert enc.feature == "pooler_output" and enc.features is None and enc.dtype == "auto"
+        assert {"model", "resolution", "width", "preprocess"} <= set(enc)
+        if not enc._target_.endswith("timm.build"):
+            assert enc.revision == "main" and "model_type" in enc
+    hf = {"mlcd_b32": "clip_vision_model", "mlcd_l14": "clip_vision_model"}
+    hf |= {f"mlcd_bigg14_{r}": "mlcd_vision_model" for r in (224, 336, 448)}
+    hf |= {"clip_l14": "clip_vision_model", "siglip_so400m": "siglip_vision_model"}
+    hf |= {"clip_b16": "clip_vision_model", "siglip2_so400m": "siglip_vision_model"}
+    hf |= {"dinov2_l14": "dinov2", "dinov2_g14": "dinov2"}
+    for name, model_type in hf.items():
         enc = compose_cfg([f"encoder={name}"]).encoder
         assert enc.model_type == model_type and enc._target_ == "probe.encoders.hf.build"
     assert compose_cfg(["encoder=dfn5b_h14"]).encoder._target_ == "probe.encoders.openclip.build"
+    for name in ("eva02_l14", "timm"):
+        assert compose_cfg([f"encoder={name}"]).encoder._target_ == "probe.encoders.timm.build"
+    # the towers' published widths (ViT-B 768, L 1024, H 1280, bigG 1664, g 1536, SO400M 1152)
+    widths = {"mlcd_b32": 768, "clip_b16": 768, "mlcd_l14": 1024, "clip_l14": 1024,
+              "dinov2_l14": 1024, "eva02_l14": 1024, "dfn5b_h14": 1280, "dinov2_g14": 1536,
+              "mlcd_bigg14_336": 1664, "siglip_so400m": 1152, "siglip2_so400m": 1152}  # fmt: skip
+    for name, width in widths.items():
+        assert compose_cfg([f"encoder={name}"]).encoder.width == width, name
 
 
 @pytest.mark.parametrize("model_type", ["clip_vision_model", "mlcd_vision_model"])
@@ -193,8 +149,6 @@ def test_siglip_has_no_cls_token(tiny) -> None:
 
 def test_open_clip_feature_is_before_the_projection(tiny) -> None:
     path = tiny["VisionTransformer"]
-    if path is None:
-        pytest.skip("open_clip is not installed")
     import open_clip
 
     model = open_clip.create_model(f"local-dir:{path}").eval()
@@ -224,7 +178,7 @@ def test_bf16_checkpoint_loads_in_fp32(tiny, tmp_path: Path) -> None:
 
     model = tf.CLIPVisionModel.from_pretrained(tiny["clip_vision_model"]).to(torch.bfloat16)
     model.save_pretrained(tmp_path)
-    _clip_processor(tmp_path)
+    clip_processor(tmp_path)
     encoder, _ = build("hf", tmp_path)
     assert next(encoder.forward.net.parameters()).dtype == torch.float32
     pixels = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(0))
@@ -278,6 +232,26 @@ def test_resolution_is_checked(tiny, caplog) -> None:
     assert encoder.transform(sample_photos()[0]).shape == (3, 48, 48)
 
 
+def test_dinov2_runs_at_any_resolution(tiny) -> None:
+    """Configured at 518 px, evaluated at 224: DINOv2 interpolates its position embeddings."""
+    import transformers as tf
+
+    encoder, _ = build("dinov2_l14", tiny["dinov2"], "encoder.resolution=48")
+    x = torch.stack([encoder.transform(p) for p in sample_photos()])
+    assert x.shape == (2, 3, 48, 48)
+    with torch.no_grad():
+        want = tf.Dinov2Model.from_pretrained(tiny["dinov2"]).eval()(pixel_values=x).pooler_output
+    assert (encoder.embed(x) - want).abs().max().item() <= TOL
+
+
+def test_siglip2_naflex_is_refused(tmp_path: Path) -> None:
+    import transformers as tf
+
+    tf.Siglip2VisionConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path)
+    with pytest.raises(ProbeError, match="NaFlex checkpoint.*siglip2-so400m-patch14-384"):
+        build("hf", tmp_path)
+
+
 def test_bad_feature_and_model_fail_clearly(tiny, tmp_path: Path) -> None:
     with pytest.raises(ProbeError, match="encoder.feature='gap'"):
         build("hf", tiny["clip_vision_model"], "encoder.feature=gap")
@@ -286,7 +260,6 @@ def test_bad_feature_and_model_fail_clearly(tiny, tmp_path: Path) -> None:
 
 
 def test_open_clip_bad_directory(tmp_path: Path) -> None:
-    pytest.importorskip("open_clip")
     with pytest.raises(ProbeError, match="no such directory"):
         build("dfn5b_h14", tmp_path / "missing")
     with pytest.raises(ProbeError, match="no open_clip_config.json"):
@@ -300,11 +273,7 @@ def test_dfn5b_without_open_clip_names_the_install(monkeypatch) -> None:
 
 
 def test_dfn5b_without_open_clip_cli(dirs, tmp_path: Path) -> None:
-    shadow = tmp_path / "shadow" / "open_clip"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'open_clip'\")\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(shadow.parent)])}
-    proc = run_cli(["encoder=dfn5b_h14", "stage=extract", *dirs], cwd=tmp_path, env=env)
+    proc = run_cli_without("open_clip", ["encoder=dfn5b_h14", "stage=extract", *dirs], tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out
     assert 'pip install -e ".[openclip]"' in out

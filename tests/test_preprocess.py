@@ -46,6 +46,9 @@ def test_every_model_config_has_a_preprocess_block() -> None:
     names = set(preprocess_blocks())
     assert {"mlcd_b32", "mlcd_l14", "clip_l14", "siglip_so400m", "dfn5b_h14"} <= names
     assert {f"mlcd_bigg14_{r}" for r in (224, 336, 448)} <= names
+    assert {"clip_b16", "dinov2_l14", "dinov2_g14", "eva02_l14"} <= names
+    # siglip2_so400m reads its checkpoint's preprocessor_config.json (tested in test_encoders)
+    assert compose_cfg(["encoder=siglip2_so400m"]).encoder.preprocess is None
 
 
 @pytest.mark.parametrize("name", preprocess_blocks())
@@ -166,3 +169,17 @@ def test_bad_preprocess_values_fail_clearly(tmp_path: Path) -> None:
         build_transform(size=32, interpolation="cubic")
     with pytest.raises(ProbeError, match="no preprocessor_config.json"):
         preprocess_from_hf(tmp_path)
+    with pytest.raises(ProbeError, match=r"preprocess.crop_pct=1.5 must be in \(0, 1\]"):
+        build_transform(size=32, crop_pct=1.5)
+    with pytest.raises(ProbeError, match="preprocess.crop=28 with crop_pct=0.875"):
+        build_transform(size=32, crop=28, crop_pct=0.875)
+
+
+def test_dinov2_block_is_dinov2s_eval_transform() -> None:
+    """dinov2/data/transforms.py `make_classification_eval_transform`: Resize(256, bicubic),
+    CenterCrop(224), ImageNet mean/std."""
+    block = compose_cfg(["encoder=dinov2_l14"]).encoder.preprocess
+    transform = build_transform(**OmegaConf.to_container(block, resolve=True))
+    resize, crop = transform.transforms[1], transform.transforms[2]
+    assert (resize.size, resize.interpolation.value, crop.size) == (256, "bicubic", (224, 224))
+    assert list(block.mean) == [0.485, 0.456, 0.406] and list(block.std) == [0.229, 0.224, 0.225]

@@ -1,7 +1,9 @@
 """Hugging Face vision towers (CLIP, MLCD, SigLIP and any `AutoModel` vision checkpoint).
 
 The protocol's feature is `pooler_output`: the LayerNorm'd CLS token before any projection
-for CLIP/MLCD, the attention-pool head for SigLIP. From a full two-tower checkpoint only the
+for CLIP/MLCD and DINOv2, the attention-pool head for SigLIP (and SigLIP 2's fixed-resolution
+checkpoints, which are `siglip` checkpoints). The other kinds (`probe/encoders/kinds.py`)
+come from the same forward pass. From a full two-tower checkpoint only the
 vision tower is loaded, so the text tower never costs memory. Weights are always loaded in
 float32 (transformers 5 would otherwise keep a checkpoint's stored dtype); reduced precision
 comes from autocast in `Encoder.embed`, so `encoder.dtype` alone decides the compute dtype.
@@ -18,23 +20,27 @@ from typing import Any
 import torch
 
 from probe.core.errors import ProbeError
+from probe.encoders import kinds as K
 from probe.encoders.base import Encoder
 from probe.encoders.preprocess import build_transform, preprocess_from_hf
 
 log = logging.getLogger(__name__)
 
 # Full two-tower model types -> the class that loads their vision tower alone.
-VISION_TOWERS = {
-    "clip": "CLIPVisionModel",
-    "siglip": "SiglipVisionModel",
-    "siglip2": "Siglip2VisionModel",
-}
-FEATURES = ("pooler_output", "cls", "mean")
+VISION_TOWERS = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel"}
 # Vision towers with no CLS token: every output token is a patch (SigLIP pools by attention).
-NO_CLS_TOKEN = ("siglip", "siglip2", "siglip_vision_model", "siglip2_vision_model")
+NO_CLS_TOKEN = ("siglip", "siglip_vision_model")
+# SigLIP 2 NaFlex towers take patch sequences with masks and spatial shapes, not images.
+NAFLEX = ("siglip2", "siglip2_vision_model")
 # Position encodings that work at any resolution (MLCD's 2D RoPE): a resolution that differs
 # from the checkpoint's is only a warning there.
 ANY_RESOLUTION = ("mlcd_vision_model",)
+# Position embeddings interpolated to every input (DINOv2 is configured at 518 px and
+# evaluated at 224 px): the resolution is the preprocessing's alone.
+INTERPOLATED = ("dinov2", "dinov2_with_registers")
+# Where the final norm and the block list live in transformers' vision models.
+FINAL_NORMS = ("layernorm", "post_layernorm")
+BLOCK_LISTS = ("encoder.layers", "encoder.layer")
 
 
 def load_config(model: str, *, revision: str, trust_remote_code: bool) -> Any:
@@ -124,33 +130,74 @@ def _quiet_transformers(quiet: bool) -> Iterator[None]:
 
 
 class HFForward:
-    """Batch -> features from a transformers vision model, by the configured feature kind.
+    """Batch -> features by kind from one call of a transformers vision model.
 
-    `cls` is the first token of `last_hidden_state` (before the final norm for CLIP and MLCD);
-    `mean` averages the patch tokens (every token where the model has no CLS token).
+    `cls` is the first token of `last_hidden_state` (before the final norm for CLIP and MLCD,
+    after it for DINOv2); `mean` averages the patch tokens (every token where the model has no
+    CLS token). `last4` reads the outputs of the last four blocks through forward hooks (the
+    same tensors `output_hidden_states` would hold, without keeping every layer's) and applies
+    the model's final norm to them, as dinov2's `get_intermediate_layers(norm=True)` does.
     """
 
-    def __init__(self, net: torch.nn.Module, feature: str, *, has_cls: bool = True) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        kinds: str | tuple[str, ...],
+        *,
+        prefix: int = 1,
+        final_norm: Any = None,
+        blocks: Any = None,
+    ) -> None:
         self.net = net
-        self.feature = feature
-        self.has_cls = has_cls
+        self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        self.prefix = prefix
+        self.final_norm = final_norm
+        self._blocks: list[torch.Tensor] = []
+        if "last4" in self.kinds:
+            for block in list(blocks)[-K.LAST_BLOCKS :]:
+                block.register_forward_hook(self._keep)
 
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _keep(self, _module: Any, _args: Any, output: Any) -> None:
+        self._blocks.append(output[0] if isinstance(output, tuple) else output)
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        self._blocks.clear()
         out = self.net(pixel_values=pixel_values)
-        if self.feature == "pooler_output":
-            if getattr(out, "pooler_output", None) is None:
-                raise ProbeError("this model has no pooler_output; set encoder.feature=cls or mean")
-            return out.pooler_output
-        hidden = out.last_hidden_state
-        if self.feature == "cls":
-            return hidden[:, 0]
-        return hidden[:, 1:].mean(dim=1) if self.has_cls else hidden.mean(dim=1)
+        if "pooler_output" in self.kinds and getattr(out, "pooler_output", None) is None:
+            raise ProbeError("this model has no pooler_output; set encoder.feature=cls or mean")
+        blocks = [self.final_norm(b) for b in self._blocks] if "last4" in self.kinds else []
+        self._blocks.clear()
+        pooled = getattr(out, "pooler_output", None)
+        tokens = K.Tokens(pooled=pooled, final=out.last_hidden_state, prefix=self.prefix,
+                          blocks=blocks)  # fmt: skip
+        feats = K.select(self.kinds, tokens)
+        return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
+
+
+def final_norm_and_blocks(net: torch.nn.Module) -> tuple[Any, Any]:
+    """The final norm and the list of transformer blocks, where the model has them."""
+    norm = blocks = None
+    for tower in (net, getattr(net, "vision_model", None)):
+        for name in FINAL_NORMS:
+            found = getattr(tower, name, None)
+            if norm is None and isinstance(found, torch.nn.Module):
+                norm = found
+        for path in BLOCK_LISTS:
+            found = tower
+            for name in path.split("."):
+                found = getattr(found, name, None)
+            if blocks is None and isinstance(found, torch.nn.ModuleList):
+                blocks = found
+    return norm, blocks
 
 
 def check_resolution(model: str, config: Any, resolution: int | None) -> None:
     native = getattr(config, "vision_config", config)
     native = getattr(native, "image_size", None)
     if resolution is None or native is None or int(resolution) == int(native):
+        return
+    if config.model_type in INTERPOLATED:
+        log.info("%s interpolates its position embeddings; running it at %s px", model, resolution)
         return
     if config.model_type in ANY_RESOLUTION:
         log.warning("%s was trained at %s px; running it at %s px", model, native, resolution)
@@ -166,34 +213,47 @@ def build(
     model: str,
     revision: str = "main",
     feature: str = "pooler_output",
+    features: list[str] | None = None,
     preprocess: dict | None = None,
     model_type: str | None = None,
     resolution: int | None = None,
+    width: int | None = None,
     trust_remote_code: bool = False,
     device: str = "cpu",
     dtype: str = "float32",
     **_: Any,
 ) -> Encoder:
-    if feature not in FEATURES:
-        raise ProbeError(f"encoder.feature={feature!r} unknown; allowed: {', '.join(FEATURES)}")
+    kinds = K.requested(feature, features)
     config = load_config(model, revision=revision, trust_remote_code=trust_remote_code)
     check_model_type(model, config, model_type)
-    has_cls = config.model_type not in NO_CLS_TOKEN
-    if feature == "cls" and not has_cls:
+    if config.model_type in NAFLEX:
         raise ProbeError(
-            f"encoder.feature=cls: {model!r} ({config.model_type}) has no CLS token; "
-            "use encoder.feature=pooler_output or mean"
+            f"encoder.model={model!r} is a SigLIP 2 NaFlex checkpoint ({config.model_type}), whose "
+            "tower takes patch sequences, not images; use a fixed-resolution SigLIP 2 checkpoint "
+            "(model_type siglip, e.g. google/siglip2-so400m-patch14-384)"
         )
+    has_cls = config.model_type not in NO_CLS_TOKEN
+    K.check_width(width, getattr(getattr(config, "vision_config", config), "hidden_size", None),
+                  model=model)  # fmt: skip
+    described = f"{model!r} ({config.model_type}{'' if has_cls else ', no CLS token'})"
+    K.check_available(kinds, K.available(has_tokens=True, has_cls=has_cls, has_blocks=True),
+                      model=described)  # fmt: skip
     check_resolution(model, config, resolution)
     net = load_model(model, config, revision=revision, trust_remote_code=trust_remote_code)
+    norm, blocks = final_norm_and_blocks(net)
+    has_blocks = norm is not None and blocks is not None and len(blocks) >= K.LAST_BLOCKS
+    K.check_available(kinds, K.available(has_tokens=True, has_cls=has_cls, has_blocks=has_blocks),
+                      model=f"{described}, without a final norm and four blocks")  # fmt: skip
     if preprocess is None:
         preprocess = _checkpoint_preprocess(model, revision)
+    prefix = 1 + int(getattr(net.config, "num_register_tokens", 0) or 0) if has_cls else 0
     return Encoder(
         transform=build_transform(**dict(preprocess)),
-        forward=HFForward(net.to(device), feature, has_cls=has_cls),
+        forward=HFForward(net.to(device), kinds, prefix=prefix, final_norm=norm, blocks=blocks),
         device=device,
         dtype=dtype,
         feature_dim=getattr(net.config, "hidden_size", None),
+        kinds=kinds,
     )
 
 

@@ -4,7 +4,10 @@ The protocol's feature (`pooler_output`) is the tower's pooled output with the p
 removed: for a CLS-pooled ViT, `ln_post` of the CLS token, i.e. the same point as CLIP's
 `pooler_output`. Only the vision tower is kept. A hub id is fetched at `encoder.revision`
 into the Hugging Face cache and opened as an open_clip `local-dir:` checkpoint, so a paper
-run can pin a commit (open_clip's own `hf-hub:` loader always takes the newest one).
+run can pin a commit (open_clip's own `hf-hub:` loader always takes the newest one). `cls` and
+`mean` read the transformer's output tokens before `ln_post`; `last4` takes the last four
+blocks' tokens after `ln_post`, as open_clip's own `forward_intermediates(
+normalize_intermediates=True)` does.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from typing import Any
 import torch
 
 from probe.core.errors import ProbeError
+from probe.encoders import kinds as K
 from probe.encoders.base import Encoder
 from probe.encoders.preprocess import build_transform
 
 log = logging.getLogger(__name__)
 
 INSTALL = 'pip install -e ".[openclip]"'
-FEATURES = ("pooler_output", "cls", "mean")
 CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -89,17 +92,26 @@ def preprocess_from_open_clip(visual: Any) -> dict[str, Any]:
 
 
 class OpenCLIPForward:
-    """Batch -> features from an open_clip `VisionTransformer` with its projection removed."""
+    """Batch -> features by kind from one pass of an open_clip ViT (projection removed)."""
 
-    def __init__(self, visual: torch.nn.Module, feature: str) -> None:
+    def __init__(self, visual: torch.nn.Module, kinds: tuple[str, ...]) -> None:
         self.visual = visual
-        self.feature = feature
+        self.kinds = kinds
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.feature == "pooler_output":
+    def __call__(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.kinds == ("pooler_output",):
             return self.visual(images)
-        tokens = self.visual.transformer(self.visual._embeds(images))
-        return tokens[:, 0] if self.feature == "cls" else tokens[:, 1:].mean(dim=1)
+        visual = self.visual
+        x = visual._embeds(images)
+        blocks: list[torch.Tensor] = []
+        if "last4" in self.kinds:
+            x, blocks = visual.transformer.forward_intermediates(x, indices=K.LAST_BLOCKS)
+            blocks = [visual.ln_post(b) for b in blocks]
+        else:
+            x = visual.transformer(x)
+        pooled = visual._pool(x)[0] if "pooler_output" in self.kinds else None
+        feats = K.select(self.kinds, K.Tokens(pooled=pooled, final=x, prefix=1, blocks=blocks))
+        return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
 
 
 def load_visual(model: str, *, revision: str, device: str) -> torch.nn.Module:
@@ -120,15 +132,16 @@ def build(
     model: str,
     revision: str = "main",
     feature: str = "pooler_output",
+    features: list[str] | None = None,
     preprocess: dict | None = None,
     model_type: str | None = None,
     resolution: int | None = None,
+    width: int | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     **_: Any,
 ) -> Encoder:
-    if feature not in FEATURES:
-        raise ProbeError(f"encoder.feature={feature!r} unknown; allowed: {', '.join(FEATURES)}")
+    kinds = K.requested(feature, features)
     visual = load_visual(model, revision=revision, device=device)
     kind = type(visual).__name__
     if model_type and kind != model_type:
@@ -136,11 +149,12 @@ def build(
             f"encoder.model={model!r} has an open_clip {kind!r} vision tower, but this config "
             f"expects encoder.model_type={model_type!r}; check encoder.model"
         )
-    if feature != "pooler_output" and not hasattr(visual, "_embeds"):
-        raise ProbeError(
-            f"encoder.feature={feature} is not available for a {kind}; "
-            "use encoder.feature=pooler_output"
-        )
+    tokens = hasattr(visual, "_embeds") and hasattr(visual, "transformer")
+    blocks = tokens and len(getattr(visual.transformer, "resblocks", ())) >= K.LAST_BLOCKS
+    K.check_available(kinds, K.available(has_tokens=tokens, has_cls=tokens, has_blocks=blocks),
+                      model=f"{model!r} (an open_clip {kind})")  # fmt: skip
+    found = getattr(getattr(visual, "ln_post", None), "normalized_shape", [None])[0]
+    K.check_width(width, found, model=model)
     native = visual.image_size
     native = native[0] if isinstance(native, (list, tuple)) else native
     if resolution is not None and int(resolution) != int(native):
@@ -152,8 +166,9 @@ def build(
         preprocess = preprocess_from_open_clip(visual)
     return Encoder(
         transform=build_transform(**dict(preprocess)),
-        forward=OpenCLIPForward(visual, feature),
+        forward=OpenCLIPForward(visual, kinds),
         device=device,
         dtype=dtype,
-        feature_dim=getattr(getattr(visual, "ln_post", None), "normalized_shape", [None])[0],
+        feature_dim=found,
+        kinds=kinds,
     )

@@ -58,17 +58,20 @@ class AdaptiveEmbed:
     The smaller size sticks for the rest of the run (memory does not come back mid-run).
     """
 
-    def __init__(self, encoder: Encoder, *, desc: str) -> None:
+    def __init__(self, encoder: Encoder, *, desc: str, by_kind: bool = False) -> None:
         self.encoder = encoder
         self.desc = desc
         self.limit: int | None = None
+        self.embed = encoder.embed_kinds if by_kind else encoder.embed
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, D) features, still on the encoder's device."""
+    def __call__(self, images: torch.Tensor) -> Any:
+        """(B, D) features (kind -> (B, D_kind) with `by_kind`), on the encoder's device."""
         while True:
             step = self.limit or len(images)
             try:
-                parts = [self.encoder.embed(chunk) for chunk in images.split(step)]
+                parts = [self.embed(chunk) for chunk in images.split(step)]
+                if isinstance(parts[0], dict):
+                    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
                 return parts[0] if len(parts) == 1 else torch.cat(parts)
             except OOM_ERROR as err:
                 if step <= 1:

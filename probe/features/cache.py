@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 # Bump when a change to the extraction code changes the features it writes.
 FEATURE_VERSION = 1
-# Config keys that never change a feature value: names, carving, metrics.
-ENCODER_IGNORED = frozenset({"name", "batch_size", "compile"})
+# Config keys that never change a feature value: names, carving, metrics, the width check, and
+# the kinds extracted alongside (each kind's entry carries its own `feature`, see stage.py).
+ENCODER_IGNORED = frozenset({"name", "batch_size", "compile", "width", "features"})
 DATASET_IGNORED = frozenset(
     {"name", "download", "metric", "val", "num_classes", "expected_sizes", "hint"}
 )
@@ -41,7 +42,8 @@ def fingerprint(
     A dataset `root` under `data_root` counts by its relative path, so moving the whole data
     root keeps the cache while two different folders (say two `imagefolder` runs) never share
     one. A local model directory counts with its files' sizes and modification times, so a
-    re-converted checkpoint at the same path is re-extracted.
+    re-converted checkpoint at the same path is re-extracted; so does a local weights file
+    (`checkpoint`, the timm family's).
     """
     ds = {k: v for k, v in sorted(dataset.items()) if k not in DATASET_IGNORED}
     if ds.get("root"):
@@ -49,6 +51,9 @@ def fingerprint(
     enc = {k: v for k, v in sorted(encoder.items()) if k not in ENCODER_IGNORED}
     if isinstance(enc.get("model"), str) and Path(enc["model"]).expanduser().is_dir():
         enc["model_files"] = _files_stamp(Path(enc["model"]).expanduser())
+    if isinstance(enc.get("checkpoint"), str) and Path(enc["checkpoint"]).expanduser().is_file():
+        path = Path(enc["checkpoint"]).expanduser()
+        enc["checkpoint_file"] = _files_stamp(path.parent, only=path.name)
     return {"feature_version": FEATURE_VERSION, "encoder": enc, "dtype": dtype, "dataset": ds,
             "split": split}  # fmt: skip
 
@@ -62,9 +67,10 @@ def _location(root: str, data_root: str | None) -> str:
     return str(path)
 
 
-def _files_stamp(model_dir: Path) -> str:
+def _files_stamp(model_dir: Path, only: str | None = None) -> str:
     h = hashlib.sha256()
-    for f in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+    files = [model_dir / only] if only else (p for p in model_dir.rglob("*") if p.is_file())
+    for f in sorted(files):
         st = f.stat()
         h.update(f"{f.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()

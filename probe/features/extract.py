@@ -6,6 +6,8 @@ large the split is. The split is cut into shards; each finished shard is recorde
 hash, so a killed extraction resumes from the last finished shard. Batches never straddle a
 shard, so the batches (and the bits) are the same whether a split is extracted in one go,
 resumed, or spread over torchrun ranks. One process per entry: the others wait on its lock.
+Several entries (the feature kinds of one encoder) fill from one pass over the images: each
+keeps its own shards and records, and a batch is written to every entry still missing it.
 """
 
 from __future__ import annotations
@@ -33,22 +35,27 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 8192
 
 
-def extract_split(
+def extract_split(*, encoder: Encoder, split: Split, entry: CacheEntry, **kw: Any) -> dict:
+    """Fill `entry` with the encoder's (only) feature of `split`; returns its meta."""
+    return extract_entries(encoder=encoder, split=split, entries={"": entry}, **kw)[""]
+
+
+def extract_entries(
     *,
     encoder: Encoder,
     split: Split,
-    entry: CacheEntry,
+    entries: dict[str, CacheEntry],
     batch_size: int,
     num_workers: Any,
     desc: str,
     shard_size: int = DEFAULT_SHARD_SIZE,
     ctx: Context | None = None,
     lock_timeout: float | None = 3600.0,
-) -> dict[str, Any]:
-    """Fill `entry` with the features of `split` (resuming a partial one); returns its meta.
+) -> dict[str, dict[str, Any]]:
+    """Fill every entry (feature kind -> entry, resuming partial ones) in one pass over `split`.
 
-    Every rank of `ctx` calls this; rank 0 holds the entry's lock, plans, and writes
-    meta.json once all ranks have written their shards.
+    Every rank of `ctx` calls this; rank 0 holds the entries' locks, plans, and writes each
+    meta.json once all ranks have written their shards. Returns kind -> meta.
     """
     if batch_size <= 0:
         raise ProbeError(f"batch_size={batch_size} must be a positive integer, e.g. 256")
@@ -57,68 +64,85 @@ def extract_split(
     ctx = ctx or Context()
     if len(split) == 0:
         raise ProbeError(f"{desc}: the split is empty; check the dataset directory")
-    lock = EntryLock(entry.lock_path, timeout=lock_timeout) if ctx.main else None
+    paths = sorted(e.lock_path for e in entries.values())  # one lock order for every job
+    locks = [EntryLock(p, timeout=lock_timeout) for p in paths] if ctx.main else []
     try:
-        plan = (
-            _plan(encoder, split, entry, shard_size=shard_size, lock=lock, desc=desc)
-            if ctx.main
-            else None
-        )
+        plan = _plan(encoder, split, entries, shard_size=shard_size, locks=locks,
+                     desc=desc) if ctx.main else None  # fmt: skip
         plan = broadcast(plan, ctx)
         if "error" in plan:
             raise ProbeError(plan["error"]) if ctx.main else ProbeError(f"{desc}: rank 0 failed")
-        if plan.get("cached"):
-            return entry.meta() or {}
-        start = time.perf_counter()
-        error = None
-        try:
-            _fill(encoder, split, entry, key=plan["key"], todo=plan["todo"][ctx.rank :: ctx.world],
-                  batch_size=batch_size, num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
-            error = err
-        ok = all_ok(error is None, ctx)
-        if error is not None:
-            raise error
-        if not ok:
-            raise ProbeError(f"{desc}: another rank failed; see its log")
-        meta = _finish(split, entry, key=plan["key"], seconds=time.perf_counter() - start,
-                       desc=desc) if ctx.main else {}  # fmt: skip
-        barrier(ctx)
-        return meta
+        todo = {k: entries[k] for k in plan["keys"]}
+        if todo:
+            _run(encoder, split, todo, plan=plan, batch_size=batch_size, num_workers=num_workers,
+                 desc=desc, ctx=ctx)  # fmt: skip
+        return {k: e.meta() or {} for k, e in entries.items()}
     finally:
-        if lock is not None:
+        for lock in reversed(locks):
             lock.release()
+
+
+def _run(encoder, split, entries, *, plan, batch_size, num_workers, desc, ctx) -> None:
+    """Every rank fills its shards; rank 0 finishes each entry once all ranks have."""
+    start = time.perf_counter()
+    error = None
+    try:
+        _fill(encoder, split, entries, plan=plan, batch_size=batch_size,
+              num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
+        error = err
+    ok = all_ok(error is None, ctx)
+    if error is not None:
+        raise error
+    if not ok:
+        raise ProbeError(f"{desc}: another rank failed; see its log")
+    if ctx.main:
+        seconds = time.perf_counter() - start
+        for kind, entry in entries.items():
+            _finish(split, entry, key=plan["keys"][kind], seconds=seconds,
+                    desc=f"{desc}{f' [{kind}]' if kind else ''}")  # fmt: skip
+    barrier(ctx)
 
 
 def _plan(
     encoder: Encoder,
     split: Split,
-    entry: CacheEntry,
+    entries: dict[str, CacheEntry],
     *,
     shard_size: int,
-    lock: EntryLock,
+    locks: list[EntryLock],
     desc: str,
 ) -> dict[str, Any]:
-    """Rank 0: take the lock, then reuse a finished entry, resume a partial one, or start one."""
+    """Rank 0: take the locks, then reuse finished entries, resume partial ones, start the rest.
+
+    Returns per entry still to fill its key and shards to do, the columns of its kind in the
+    encoder's output, and the union of shards to run.
+    """
     try:
-        try:
-            lock.acquire()
-        except OSError as err:
-            raise shards.disk_error(err, entry.lock_path) from err
-        if entry.is_complete(n=len(split), content_hash=split.content_hash()):
-            log.info("%s: filled meanwhile by another job; using it", entry.path)
-            return {"cached": True}
-        key = {
-            "n": len(split),
-            "dim": _feature_dim(encoder, split, desc),
-            "shard_size": shard_size,
-            "content_hash": split.content_hash(),
-            "fingerprint": entry.fingerprint,
-        }
-        done = shards.prepare(entry.path, key=key)
-        n_shards = len(shards.shard_ranges(key["n"], shard_size))
-        todo = [i for i in range(n_shards) if i not in done]
-        return {"key": json_safe(key), "todo": todo}
+        for lock in locks:
+            try:
+                lock.acquire()
+            except OSError as err:
+                raise shards.disk_error(err, lock.path) from err
+        todo = {k: e for k, e in entries.items()
+                if not e.is_complete(n=len(split), content_hash=split.content_hash())}  # fmt: skip
+        for kind in entries.keys() - todo.keys():
+            log.info("%s: filled meanwhile by another job; using it", entries[kind].path)
+        if not todo:
+            return {"keys": {}, "todo": {}, "shards": []}
+        columns = _columns(encoder, split, list(todo), desc)
+        keys, shard_todo = {}, {}
+        for kind, entry in todo.items():
+            start, stop = columns["spans"][kind]
+            key = {"n": len(split), "dim": stop - start,
+                   "shard_size": shard_size, "content_hash": split.content_hash(),
+                   "fingerprint": entry.fingerprint}  # fmt: skip
+            done = shards.prepare(entry.path, key=key)
+            n_shards = len(shards.shard_ranges(key["n"], shard_size))
+            keys[kind] = json_safe(key)
+            shard_todo[kind] = [i for i in range(n_shards) if i not in done]
+        union = sorted(set().union(*shard_todo.values()))
+        return {"keys": keys, "todo": shard_todo, "columns": columns, "shards": union}
     except ProbeError as err:
         return {"error": str(err)}
 
@@ -129,10 +153,22 @@ def json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _feature_dim(encoder: Encoder, split: Split, desc: str) -> int:
-    """One sample through the encoder: the width of the output array to preallocate."""
+def _columns(encoder: Encoder, split: Split, kinds: list[str], desc: str) -> dict[str, Any]:
+    """One sample through the encoder: each kind's [start, stop) columns in `embed`'s output.
+
+    An encoder with one output fills any single entry (the unnamed kind ``""`` of pixels).
+    """
     sample = encoder.transform(split.load(split.items[0])).unsqueeze(0)
-    return int(AdaptiveEmbed(encoder, desc=desc)(sample).shape[1])
+    spans, width = {}, 0
+    for name, feats in AdaptiveEmbed(encoder, desc=desc, by_kind=True)(sample).items():
+        spans[name], width = [width, width + int(feats.shape[1])], width + int(feats.shape[1])
+    only = [0, width] if len(spans) == 1 else None
+    out = {}
+    for kind in kinds:
+        out[kind] = spans.get(kind, only)
+        if out[kind] is None:
+            raise ProbeError(f"{desc}: the encoder gives {list(spans)}, not the kind {kind!r}")
+    return {"spans": out, "width": width}
 
 
 def _batches(todo: list[int], *, n: int, shard_size: int, batch_size: int) -> list[tuple]:
@@ -148,66 +184,75 @@ def _batches(todo: list[int], *, n: int, shard_size: int, batch_size: int) -> li
 def _fill(
     encoder: Encoder,
     split: Split,
-    entry: CacheEntry,
+    entries: dict[str, CacheEntry],
     *,
-    key: dict[str, Any],
-    todo: list[int],
+    plan: dict[str, Any],
     batch_size: int,
     num_workers: Any,
     desc: str,
     ctx: Context,
 ) -> None:
-    """This rank's shards: decode in workers, embed, check, write in place, record."""
-    plan = _batches(todo, n=key["n"], shard_size=key["shard_size"], batch_size=batch_size)
-    if not plan:
+    """This rank's shards: decode in workers, embed once, check, write to every entry, record."""
+    n, shard_size = len(split), next(iter(plan["keys"].values()))["shard_size"]
+    batches = _batches(plan["shards"][ctx.rank :: ctx.world], n=n, shard_size=shard_size,
+                       batch_size=batch_size)  # fmt: skip
+    if not batches:
         return
-    workers = resolve_num_workers(num_workers, key["n"], procs_per_node=ctx.local_world)
+    workers = resolve_num_workers(num_workers, n, procs_per_node=ctx.local_world)
     loader = DataLoader(
         Samples(split, encoder.transform),
-        batch_sampler=[list(range(a, b)) for _, a, b, _ in plan],
+        batch_sampler=[list(range(a, b)) for _, a, b, _ in batches],
         num_workers=workers,
         pin_memory=str(encoder.device).startswith("cuda"),
         prefetch_factor=4 if workers else None,
     )
     embed = AdaptiveEmbed(encoder, desc=desc)
-    writer = shards.ShardWriter(entry.path, dim=key["dim"])
-    total = sum(b - a for _, a, b, _ in plan)
+    writers = {
+        k: shards.ShardWriter(e.path, dim=plan["keys"][k]["dim"]) for k, e in entries.items()
+    }
+    total = sum(b - a for _, a, b, _ in batches)
     bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=1.0,
                disable=not ctx.main)  # fmt: skip
+    land = {"writers": writers, "plan": plan, "desc": desc}
     pending = None
     try:
-        for (images, _labels), where in zip(loader, plan, strict=True):
+        for (images, _labels), where in zip(loader, batches, strict=True):
             launched = (to_host(embed(images)), where)  # queued; the GPU runs on meanwhile
             if pending is not None:
-                bar.update(_land(*pending, writer=writer, key=key, desc=desc))
+                bar.update(_land(*pending, **land))
             pending = launched
         if pending is not None:
-            bar.update(_land(*pending, writer=writer, key=key, desc=desc))
+            bar.update(_land(*pending, **land))
     finally:
         bar.close()
-        writer.close()
+        for writer in writers.values():
+            writer.close()
 
 
 def _land(
     host: tuple[torch.Tensor, Any],
     where: tuple,
     *,
-    writer: shards.ShardWriter,
-    key: dict[str, Any],
+    writers: dict[str, shards.ShardWriter],
+    plan: dict[str, Any],
     desc: str,
 ) -> int:
-    """Wait for one batch's features, check them, write them, record a finished shard."""
+    """Wait for one batch's features, check them, write each kind's columns to its entry."""
     tensor, done = host
     if done is not None:
         done.synchronize()
     out = tensor.numpy()
     shard, a, b, rows = where
-    if out.shape != (b - a, key["dim"]):
+    if out.shape != (b - a, plan["columns"]["width"]):
         raise RuntimeError(f"{desc}: encoder gave {out.shape} for rows {a}-{b - 1}")
     _check_finite(out, row=a, desc=desc)
-    writer.write(a, out)
-    if b == rows[1]:
-        writer.end_shard(shard, *rows)
+    for kind, writer in writers.items():
+        if shard not in plan["todo"][kind]:
+            continue
+        start, stop = plan["columns"]["spans"][kind]
+        writer.write(a, out[:, start:stop])
+        if b == rows[1]:
+            writer.end_shard(shard, *rows)
     return b - a
 
 

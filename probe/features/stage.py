@@ -1,7 +1,9 @@
 """The feature stage of a run: which source splits need extracting, and extracting them.
 
 Works from the composed config, the dataset and its cache entries; the probe stage only ever
-reads what this stage has finished (`CacheEntry.load`).
+reads what this stage has finished (`CacheEntry.load`). `encoder.features=[a, b]` fills the
+entries of every listed kind in one pass over the images; each kind's entry is fingerprinted
+with `feature: KIND` alone, so it is the very entry a run with `encoder.feature=KIND` uses.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
+from probe.encoders.kinds import requested
 from probe.features.batching import compile_encoder
 from probe.features.cache import CacheEntry, entry_for, fingerprint
 from probe.features.distributed import Context, broadcast
-from probe.features.extract import DEFAULT_SHARD_SIZE, extract_split
+from probe.features.extract import DEFAULT_SHARD_SIZE, extract_entries
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,30 @@ def plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def cache_entries(cfg: DictConfig, dataset: ImageDataset, dtype: str) -> dict[str, CacheEntry]:
+def extract_kinds(cfg: DictConfig) -> tuple[str, ...]:
+    """The feature kinds this run's extraction fills: `encoder.features`, else `encoder.feature`.
+
+    An encoder config without `feature` (pixels, precomputed) has one unnamed output, ``""``.
+    """
+    feature, features = cfg.encoder.get("feature"), cfg.encoder.get("features")
+    if feature is None:
+        if features is not None:
+            raise ProbeError(
+                f"encoder={cfg.encoder.name} has one feature: encoder.features does not apply "
+                "to it; remove it"
+            )
+        return ("",)
+    return requested(str(feature), None if features is None else [str(f) for f in features])
+
+
+def cache_entries(
+    cfg: DictConfig, dataset: ImageDataset, dtype: str, *, kind: str | None = None
+) -> dict[str, CacheEntry]:
+    """Split -> the entry of one feature kind (default: `encoder.feature`, the probed one)."""
     enc, ds = plain(cfg.encoder), plain(cfg.dataset)
+    enc.pop("features", None)
+    if kind:
+        enc["feature"] = kind
     return {
         split: entry_for(
             cache_dir=cfg.cache_dir,
@@ -61,19 +86,47 @@ def _unusable(dataset, entries, *, verify: bool) -> dict[str, list[str]]:
     return out
 
 
-def _todo(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
+def _missing(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
+    """stage=probe: the probed kind's entries must all be usable (nothing is extracted)."""
     bad = _unusable(dataset, entries, verify=verify)
-    if bad and cfg.stage == "probe":
-        missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
-        return {
-            "error": f"stage=probe needs cached features, but these splits have none usable: "
-            f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name} "
-            f"dataset={cfg.dataset.name}` first (or stage=all)."
-        }
-    for s, problems in bad.items():
-        if entries[s].meta_path.exists():
-            log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path, "; ".join(problems))
-    return {"todo": list(bad)}
+    if not bad:
+        return {"todo": {}}
+    missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
+    feature = cfg.encoder.get("feature")
+    kind = f" encoder.feature={feature}" if feature not in (None, "pooler_output") else ""
+    return {
+        "error": f"stage=probe needs cached features, but these splits have none usable: "
+        f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name}{kind} "
+        f"dataset={cfg.dataset.name}` first (or stage=all)."
+    }
+
+
+def _todo(dataset, by_kind, *, verify: bool) -> dict[str, Any]:
+    """Split -> the kinds whose entry is missing, stale or damaged."""
+    todo: dict[str, list[str]] = {}
+    for kind, entries in by_kind.items():
+        for s, problems in _unusable(dataset, entries, verify=verify).items():
+            if entries[s].meta_path.exists():
+                log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path,
+                            "; ".join(problems))  # fmt: skip
+            todo.setdefault(s, []).append(kind)
+    return {"todo": todo}
+
+
+def entries_by_kind(
+    cfg: DictConfig, dataset: ImageDataset, dtype: str, entries: dict[str, CacheEntry]
+) -> dict[str, dict[str, CacheEntry]]:
+    """Kind -> split -> entry for every kind the extraction fills (`entries`: the probed one's)."""
+    feature = cfg.encoder.get("feature")
+    kinds = extract_kinds(cfg)
+    if cfg.stage != "extract" and feature is not None and feature not in kinds:
+        raise ProbeError(
+            f"encoder.feature={feature} is not among encoder.features={list(kinds)}: this run "
+            "probes encoder.feature; add it to encoder.features or set encoder.feature to one "
+            "of them"
+        )
+    return {k: entries if k in ("", feature) else cache_entries(cfg, dataset, dtype, kind=k)
+            for k in kinds}  # fmt: skip
 
 
 def ensure_features(
@@ -85,13 +138,20 @@ def ensure_features(
     dtype: str,
     ctx: Context | None = None,
 ) -> float:
-    """Extract every split whose entry is missing, stale or damaged; returns seconds spent.
+    """Extract every entry that is missing, stale or damaged; returns seconds spent.
 
-    Under torchrun rank 0 checks the cache and every rank extracts its share of each split.
+    `entries` are the probed kind's; with `encoder.features` the other listed kinds' entries
+    are filled in the same pass. Under torchrun rank 0 checks the cache and every rank
+    extracts its share of each split.
     """
     ctx = ctx or Context()
     opts = extract_options(cfg)
-    plan = _todo(cfg, dataset, entries, verify=bool(opts["verify"])) if ctx.main else None
+    verify = bool(opts["verify"])
+    by_kind = {} if cfg.stage == "probe" else entries_by_kind(cfg, dataset, dtype, entries)
+    plan = None
+    if ctx.main:
+        plan = (_missing(cfg, dataset, entries, verify=verify) if cfg.stage == "probe"
+                else _todo(dataset, by_kind, verify=verify))  # fmt: skip
     plan = broadcast(plan, ctx)
     if "error" in plan:
         raise ProbeError(plan["error"])
@@ -99,14 +159,18 @@ def ensure_features(
         log.info("features cached for all splits: nothing to extract")
         return 0.0
     start = time.perf_counter()
-    encoder = make(cfg.encoder, device=device, dtype=dtype)
+    kinds = [k for k in by_kind if any(k in ks for ks in plan["todo"].values())]
+    extra = {"features": kinds} if kinds != [""] else {}
+    encoder = make(cfg.encoder, device=device, dtype=dtype, **extra)
     if cfg.get("compile") or cfg.encoder.get("compile"):
         encoder = compile_encoder(encoder)
-    for split in plan["todo"]:
-        extract_split(
+    if len(kinds) > 1:
+        log.info("one pass over the images fills the entries of %s", ", ".join(kinds))
+    for split, todo in plan["todo"].items():
+        extract_entries(
             encoder=encoder,
             split=dataset.splits[split],
-            entry=entries[split],
+            entries={k: by_kind[k][split] for k in todo},
             batch_size=int(cfg.batch_size),
             num_workers=cfg.num_workers,
             desc=f"{cfg.encoder.name}/{cfg.dataset.name}/{split}",

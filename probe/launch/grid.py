@@ -7,6 +7,9 @@ whose result exists are left out unless `force=true`. The task file has one line
 
     encoder=E dataset=D [overrides...] results_dir=/abs/results  # result: /abs/results/E/D.json
 
+(E carries a non-default feature kind or normalisation: `dinov2_l14@last4`, see
+`probe.report.record.result_name`, so a grid over `encoder.feature` writes one file per kind.)
+
 `slurm/probe_array.sbatch` runs line `SLURM_ARRAY_TASK_ID` (1-based) of it and skips the run
 when the file after `# result:` exists, so a resubmitted array does only what is missing.
 """
@@ -25,7 +28,7 @@ from omegaconf import DictConfig
 from probe.core.errors import ProbeError
 from probe.core.io import write_text_atomic
 from probe.core.paths import config_dir, slurm_script
-from probe.report.record import result_path
+from probe.report.record import result_name, result_path
 
 log = logging.getLogger(__name__)
 RESULT_MARK = "  # result: "
@@ -86,7 +89,8 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
         overrides = [*run, f"results_dir={results_dir}"]
         try:
             cfg = _compose(overrides)
-            path = result_path(cfg.results_dir, cfg.encoder.name, cfg.dataset.name)
+            name = result_name(cfg.encoder, cfg.get("probe"))
+            path = result_path(cfg.results_dir, name, cfg.dataset.name)
         except (HydraException, OmegaConfBaseException) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))
             continue

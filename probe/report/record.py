@@ -12,6 +12,8 @@ from typing import Any
 from probe import __version__
 from probe.core.io import write_json_atomic
 
+DEFAULT_FEATURE = "pooler_output"
+NORMALIZE_TAGS = ("l2",)
 REQUIRED_FIELDS = (
     "encoder", "dataset", "metric", "score", "C", "search", "n_train", "n_val", "n_test",
     "num_classes", "feature_dim", "backend", "seconds", "features", "config", "versions",
@@ -21,6 +23,30 @@ REQUIRED_FIELDS = (
 
 def result_path(results_dir: str | Path, encoder: str, dataset: str) -> Path:
     return Path(results_dir).expanduser() / encoder / f"{dataset}.json"
+
+
+def result_name(encoder: Any, probe: Any) -> str:
+    """The encoder name a run's result is filed under (its folder and its `encoder` field).
+
+    The encoder config's name, tagged with a feature kind other than `pooler_output` and with
+    probe-time normalisation other than `none`: `dinov2_l14`, `dinov2_l14@last4`,
+    `dinov2_l14@last4@l2`. Runs that differ only in those never share a result file.
+    """
+    name = str(encoder.get("name"))
+    feature = encoder.get("feature")
+    if feature and feature != DEFAULT_FEATURE:
+        name += f"@{feature}"
+    normalize = (probe or {}).get("normalize") or "none"
+    return name if normalize == "none" else f"{name}@{normalize}"
+
+
+def name_overrides(name: str) -> list[str]:
+    """A result name back as the overrides that produce it (`result_name`'s inverse)."""
+    base, *tags = name.split("@")
+    out = [f"encoder={base}"]
+    for tag in tags:
+        out.append(f"probe.normalize={tag}" if tag in NORMALIZE_TAGS else f"encoder.feature={tag}")
+    return out
 
 
 def versions() -> dict[str, str | None]:

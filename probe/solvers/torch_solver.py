@@ -316,6 +316,7 @@ def _closest_below(C: float, candidates: Sequence[Fit | None]) -> Fit | None:
     return next((f for f in candidates if f is not None and f.C is None), None)
 
 
-def build(*, name: str = "torch", **options: Any) -> TorchSolver:
-    """The config's keys are TorchSolver's options one to one (`name` only labels the config)."""
+def build(*, name: str = "torch", normalize: str = "none", **options: Any) -> TorchSolver:
+    """The config's keys are TorchSolver's options one to one (`name` only labels the config;
+    `normalize` is applied to the features by the pipeline, before any solver sees them)."""
     return TorchSolver(**options)

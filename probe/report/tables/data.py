@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
+from probe.report.record import name_overrides
 
 log = logging.getLogger(__name__)
 # top-level folders of a results dir that hold no result JSONs
@@ -188,7 +189,7 @@ def protocol_metric(dataset: str, published: dict[tuple[str, str], Published]) -
 
 
 def fill_command(encoder: str, dataset: str, results_dir: str | Path) -> str:
-    args = [f"encoder={encoder}", f"dataset={dataset}"]
+    args = [*name_overrides(encoder), f"dataset={dataset}"]
     if str(results_dir) != "results":
         args.append(f"results_dir={results_dir}")
     return "python -m probe " + shlex.join(args)

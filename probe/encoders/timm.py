@@ -1,0 +1,166 @@
+"""timm models (EVA, SigLIP, DINOv2, ConvNeXt, CLIP ports and the rest of the zoo); an extra.
+
+`encoder=timm encoder.model=ARCH[.TAG] [encoder.checkpoint=FILE]` builds the model with
+`timm.create_model`: weights from the hub (`pretrained=True`), or from a local file through
+`pretrained_cfg_overlay=dict(file=FILE)`, which keeps the model's own pretrained_cfg (so its
+preprocessing) and runs timm's checkpoint filter and strict load as for hub weights. The
+preprocessing is the model's: timm's data config (`resolve_data_config`: input size, crop_pct,
+crop mode, interpolation, mean, std) as a `preprocess` block. The default feature is
+`forward_head(pre_logits=True)` (pooled and fc-normed, head removed); the token kinds read
+`forward_features` (`forward_intermediates(norm=True)` for `last4`) in the same single pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probe.core.errors import ProbeError
+from probe.encoders import kinds as K
+from probe.encoders.base import Encoder
+from probe.encoders.preprocess import build_transform, preprocess_from_timm
+
+log = logging.getLogger(__name__)
+
+INSTALL = 'pip install -e ".[timm]"'
+MIN_VERSION = "1.0.9"
+
+
+def import_timm() -> Any:
+    try:
+        import timm
+    except ImportError as err:
+        raise ProbeError(
+            f"encoder=timm needs timm, which is not installed ({err}); install the extra with "
+            f'`{INSTALL}` (or `pip install "timm>={MIN_VERSION}"`)'
+        ) from err
+    return timm
+
+
+def create(
+    model: str, *, checkpoint: str | None, model_kwargs: dict, overlay: dict
+) -> torch.nn.Module:
+    """`timm.create_model`, pretrained from the hub or from a local weights file."""
+    timm = import_timm()
+    overlay = {k: tuple(v) if isinstance(v, list) else v for k, v in (overlay or {}).items()}
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise ProbeError(
+                f"encoder.checkpoint={checkpoint!r}: no such file; give a weights file"
+            )
+        overlay["file"] = str(path)
+    try:
+        net = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=overlay,
+                                **dict(model_kwargs or {}))  # fmt: skip
+    except RuntimeError as err:
+        where = f"encoder.checkpoint={checkpoint!r}" if checkpoint else "the hub weights"
+        why = " ".join(str(err).split())[:400]  # torch's load errors span many lines
+        raise ProbeError(
+            f"encoder.model={model!r}: timm could not build it or load {where}: {why}. Check "
+            "the architecture name (timm.list_models) and that the weights belong to it"
+        ) from err
+    return net.eval().requires_grad_(False)
+
+
+def token_layout(net: torch.nn.Module) -> dict[str, Any]:
+    """What the token kinds need: a token sequence, a class token, `forward_intermediates`."""
+    prefix = getattr(net, "num_prefix_tokens", None)
+    has_tokens = prefix is not None and hasattr(net, "patch_embed")
+    has_cls = has_tokens and getattr(net, "cls_token", None) is not None
+    fi = getattr(net, "forward_intermediates", None)
+    params = inspect.signature(fi).parameters if fi is not None else {}
+    has_blocks = {"return_prefix_tokens", "norm", "output_fmt"} <= set(params) and len(
+        getattr(net, "blocks", ())
+    ) >= K.LAST_BLOCKS
+    return {"prefix": int(prefix or 0), "has_tokens": has_tokens, "has_cls": has_cls,
+            "has_blocks": has_cls and has_blocks}  # fmt: skip
+
+
+class TimmForward:
+    """Batch -> features by kind from one pass of a timm model."""
+
+    def __init__(self, net: torch.nn.Module, kinds: tuple[str, ...], *, prefix: int) -> None:
+        self.net = net
+        self.kinds = kinds
+        self.prefix = prefix
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        blocks: list[torch.Tensor] = []
+        if "last4" in self.kinds:
+            final, inter = self.net.forward_intermediates(
+                images, indices=K.LAST_BLOCKS, return_prefix_tokens=True, norm=True,
+                output_fmt="NLC",
+            )  # fmt: skip
+            blocks = [torch.cat([prefix, spatial], dim=1) for spatial, prefix in inter]
+        else:
+            final = self.net.forward_features(images)
+        pooled = None
+        if "pooler_output" in self.kinds:
+            pooled = self.net.forward_head(final, pre_logits=True)
+        tokens = K.Tokens(pooled=pooled, final=final, prefix=self.prefix, blocks=blocks)
+        feats = K.select(self.kinds, tokens)
+        return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
+
+
+def data_config(net: torch.nn.Module, resolution: int | None) -> dict[str, Any]:
+    """timm's eval data config of the model (at `resolution` when it is set)."""
+    from timm.data import resolve_model_data_config
+
+    args = {"input_size": (3, int(resolution), int(resolution))} if resolution else None
+    return resolve_model_data_config(net, args=args)
+
+
+def check_resolution(model: str, net: torch.nn.Module, resolution: int | None) -> None:
+    """A ViT whose patch embedding is strict about its input size (timm's `PatchEmbed`
+    `strict_img_size`, off with `dynamic_img_size`) takes only that size."""
+    embed = getattr(net, "patch_embed", None)
+    native = getattr(embed, "img_size", None)
+    strict = getattr(embed, "strict_img_size", False) and not getattr(net, "dynamic_img_size", 0)
+    if resolution is None or native is None or not strict:
+        return
+    if tuple(native) != (int(resolution), int(resolution)):
+        raise ProbeError(
+            f"encoder.resolution={resolution} but {model!r} takes {list(native)} px images; "
+            f"set encoder.resolution={native[0]} (or encoder.model_kwargs.img_size)"
+        )
+
+
+def build(
+    *,
+    model: str,
+    checkpoint: str | None = None,
+    model_kwargs: dict | None = None,
+    pretrained_cfg_overlay: dict | None = None,
+    feature: str = "pooler_output",
+    features: list[str] | None = None,
+    preprocess: dict | None = None,
+    resolution: int | None = None,
+    width: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    **_: Any,
+) -> Encoder:
+    kinds = K.requested(feature, features)
+    net = create(model, checkpoint=checkpoint, model_kwargs=model_kwargs or {},
+                 overlay=pretrained_cfg_overlay or {})  # fmt: skip
+    layout = token_layout(net)
+    K.check_available(kinds, K.available(**{k: layout[k] for k in ("has_tokens", "has_cls",
+                      "has_blocks")}), model=f"{model!r} (timm {type(net).__name__})")  # fmt: skip
+    K.check_width(width, getattr(net, "num_features", None), model=model)
+    check_resolution(model, net, resolution)
+    if preprocess is None:
+        preprocess = preprocess_from_timm(data_config(net, resolution), model=model)
+    log.info("timm %s (%s): preprocess %s", model, type(net).__name__, preprocess)
+    return Encoder(
+        transform=build_transform(**dict(preprocess)),
+        forward=TimmForward(net.to(device), kinds, prefix=layout["prefix"]),
+        device=device,
+        dtype=dtype,
+        feature_dim=getattr(net, "num_features", None),
+        kinds=kinds,
+    )
