@@ -18,7 +18,7 @@ from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
-from probe.encoders.base import resolve_dtype
+from probe.encoders.base import compute_dtype
 from probe.evaluations.linear import refit_and_test, search
 from probe.evaluations.splits import protocol_splits
 from probe.features.distributed import setup, teardown
@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     if int(cfg.batch_size) <= 0:
         raise ProbeError(f"batch_size={cfg.batch_size} must be a positive integer, e.g. 256")
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.encoder.get("dtype", "auto"), device)
+    dtype = compute_dtype(cfg.encoder, device)
     dataset = build_dataset(cfg)
     ctx, device = setup(device)
     entries = cache_entries(cfg, dataset, dtype)

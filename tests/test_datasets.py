@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -386,3 +387,23 @@ def test_error_from_a_loader_worker_keeps_its_one_line_message(tmp_path: Path) -
         wrapped.reraise()
     assert str(err.value).startswith("dataset pets: cannot read image ")
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+
+
+# --- user mistakes about splits (issue 13, defect 7) ------------------------------------------
+
+
+def test_missing_test_split_and_official_val_are_probe_errors(tmp_path: Path) -> None:
+    """One line naming the dataset, what was found and the fix; never a bare ValueError."""
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    with pytest.raises(ProbeError) as err:
+        build("hf", tmp_path / "data", "~dataset.splits.test")
+    msg = str(err.value)
+    assert msg.startswith("dataset hf: no test split (found: train)") and "\n" not in msg
+    assert "dataset.splits.test=NAME" in msg
+    shutil.rmtree(tmp_path / "data" / "folders" / "val")
+    cfg = compose_cfg(["dataset=imagefolder", *fake.overrides, "dataset.val.source=official"])
+    with pytest.raises(ProbeError) as err:
+        make(cfg.dataset)
+    msg = str(err.value)
+    assert "dataset.val.source=official but there is no val split (found: train, test)" in msg
+    assert "dataset.val.source=carve" in msg and "\n" not in msg

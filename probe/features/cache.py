@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 # Bump when a change to the extraction code changes the features it writes.
 FEATURE_VERSION = 1
-# Config keys that never change a feature value: names, carving, metrics.
-ENCODER_IGNORED = frozenset({"name", "batch_size", "compile"})
+# Config keys that never change a feature value: names, carving, metrics. `encoder.dtype` is
+# what was asked; the fingerprint counts the dtype the features are really computed in.
+ENCODER_IGNORED = frozenset({"name", "batch_size", "compile", "dtype"})
 DATASET_IGNORED = frozenset(
     {"name", "download", "metric", "val", "num_classes", "expected_sizes", "hint"}
 )
