@@ -7,6 +7,8 @@ whose result exists are left out unless `force=true`. The task file has one line
 
     encoder=E dataset=D [overrides...] results_dir=/abs/results  # result: /abs/results/E/D.json
 
+Two runs that would write one result file are refused (a grid whose variants differ only in,
+say, `probe=` must give each variant a `results_dir=` or an `encoder.name=`).
 `slurm/probe_array.sbatch` runs line `SLURM_ARRAY_TASK_ID` (1-based) of it and skips the run
 when the file after `# result:` exists, so a resubmitted array does only what is missing.
 """
@@ -74,6 +76,16 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+def _with_results_dir(run: list[str], results_dir: Path) -> list[str]:
+    """The run with one absolute `results_dir=` last: its own (a variant's), else the grid's.
+
+    Absolute, because an array task may start in another directory than this command.
+    """
+    own = [o.partition("=")[2] for o in run if o.startswith("results_dir=")]
+    where = Path(own[-1]).expanduser().resolve() if own else results_dir
+    return [*(o for o in run if not o.startswith("results_dir=")), f"results_dir={where}"]
+
+
 def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]:
     """Compose each run (validating names) and find the result file it will write."""
     from hydra.errors import HydraException
@@ -83,7 +95,7 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
     out: list[Run] = []
     problems: dict[str, str] = {}  # one message per distinct problem (a missing config, ...)
     for run in runs:
-        overrides = [*run, f"results_dir={results_dir}"]
+        overrides = _with_results_dir(run, results_dir)
         try:
             cfg = _compose(overrides)
             path = result_path(cfg.results_dir, cfg.encoder.name, cfg.dataset.name)
@@ -97,7 +109,28 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
             f"{len(problems)} problem(s) composing the grid's runs: {listed}. "
             "Fix the grid config or add the missing config files."
         )
+    refuse_shared_results(out)
     return out
+
+
+def refuse_shared_results(runs: list[Run]) -> None:
+    """Two runs writing one result file: one would overwrite (or skip) the other."""
+    by_path: dict[Path, list[Run]] = {}
+    for run in runs:
+        by_path.setdefault(run.result, []).append(run)
+    shared = {p: rs for p, rs in by_path.items() if len(rs) > 1}
+    if not shared:
+        return
+    listed = "; ".join(
+        f"{path} by " + " and ".join(f"`{shlex.join(r.overrides[:-1])}`" for r in rs)
+        for path, rs in shared.items()
+    )
+    raise ProbeError(
+        f"{len(shared)} result file(s) would be written by more than one run: {listed}. Give "
+        "each variant its own result path: results_dir=DIR in the variant (one results tree "
+        "per variant, the feature cache shared) or encoder.name=NAME (a new name for the "
+        "encoder row; its features are cached under that name)"
+    )
 
 
 def plan(runs: list[Run], *, force: bool) -> tuple[list[Run], list[Run]]:
