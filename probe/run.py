@@ -22,7 +22,7 @@ from probe.encoders.base import compute_dtype
 from probe.evaluations.linear import refit_and_test, search
 from probe.evaluations.splits import protocol_splits
 from probe.features.distributed import setup, teardown
-from probe.features.stage import cache_entries, ensure_features
+from probe.features.stage import cache_entries, ensure_features, pin_encoder
 from probe.report.record import result_path, write_result
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     dtype = compute_dtype(cfg.encoder, device)
     dataset = build_dataset(cfg)
     ctx, device = setup(device)
-    entries = cache_entries(cfg, dataset, dtype)
     try:
+        cfg, weights = pin_encoder(cfg, ctx)  # encoder.revision: the commit it names now
+        entries = cache_entries(cfg, dataset, dtype)
         extract_seconds = ensure_features(
             cfg, dataset, entries, device=device, dtype=dtype, ctx=ctx
         )
@@ -107,6 +108,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "backend": solver.name,
         "device": device,
         "dtype": dtype,
+        "weights": weights,  # {model, revision asked, commit loaded} for hub weights, else None
         "seconds": {
             "extract": round(extract_seconds, 3),
             "probe": round(time.perf_counter() - start, 3),

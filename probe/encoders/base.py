@@ -46,6 +46,20 @@ def compute_dtype(encoder: Mapping[str, Any], device: str) -> str:
     return fixed
 
 
+def pin_weights(encoder: Mapping[str, Any]) -> dict[str, str] | None:
+    """`{model, revision, commit}`: the hub commit a config's weights come from, or None.
+
+    A family that loads hub weights has `weights_commit(model, revision)` (the hf and
+    open_clip families); model-free families and local directories have no commit.
+    """
+    resolve = getattr(_family(encoder), "weights_commit", None)
+    if resolve is None or not encoder.get("model"):
+        return None
+    model, revision = str(encoder["model"]), str(encoder.get("revision") or "main")
+    commit = resolve(model, revision)
+    return None if commit is None else {"model": model, "revision": revision, "commit": commit}
+
+
 def _family(encoder: Mapping[str, Any]) -> Any:
     """The module of the config's `_target_` builder (None if it cannot be imported here:
     building the encoder then reports the problem)."""

@@ -6,17 +6,19 @@ reads what this stage has finished (`CacheEntry.load`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
+from probe.encoders.base import pin_weights
 from probe.features.batching import compile_encoder
-from probe.features.cache import CacheEntry, entry_for, fingerprint
+from probe.features.cache import CacheEntry, entry_for, fingerprint, library_drift
 from probe.features.distributed import Context, broadcast
 from probe.features.extract import DEFAULT_SHARD_SIZE, extract_split
 
@@ -25,6 +27,35 @@ log = logging.getLogger(__name__)
 
 def plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def pin_encoder(cfg: DictConfig, ctx: Context | None = None) -> tuple[DictConfig, dict | None]:
+    """`cfg` with `encoder.revision` set to the hub commit it names now, and the record of it.
+
+    The fingerprint, the model load and the result then all name one commit: a model
+    re-uploaded under the same branch is re-extracted, and a result says which weights it
+    used. Rank 0 asks the hub (or its local cache) once; every rank uses its answer.
+    """
+    ctx = ctx or Context()
+    answer: dict[str, Any] = {}
+    if ctx.main:
+        try:
+            answer = {"weights": pin_weights(plain(cfg.encoder))}
+        except ProbeError as err:
+            answer = {"error": str(err)}
+    answer = broadcast(answer, ctx)
+    if "error" in answer:
+        raise ProbeError(answer["error"])
+    weights = answer["weights"]
+    if weights is None:
+        return cfg, None
+    pinned = copy.deepcopy(cfg)
+    with open_dict(pinned):
+        pinned.encoder.revision = weights["commit"]
+    if weights["revision"] != weights["commit"]:
+        log.info("%s: revision %s is commit %s", weights["model"], weights["revision"],
+                 weights["commit"])  # fmt: skip
+    return pinned, weights
 
 
 def cache_entries(cfg: DictConfig, dataset: ImageDataset, dtype: str) -> dict[str, CacheEntry]:
@@ -73,6 +104,14 @@ def _todo(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
     for s, problems in bad.items():
         if entries[s].meta_path.exists():
             log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path, "; ".join(problems))
+    for s in (s for s in entries if s not in bad):
+        drift = library_drift(entries[s].meta() or {})
+        if drift:
+            log.warning(
+                "%s: reusing %s, extracted with other library versions (%s); its features may "
+                "differ slightly from a fresh extraction (delete the entry to re-extract)",
+                s, entries[s].path, "; ".join(drift),
+            )  # fmt: skip
     return {"todo": list(bad)}
 
 

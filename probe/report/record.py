@@ -14,8 +14,8 @@ from probe.core.io import write_json_atomic
 
 REQUIRED_FIELDS = (
     "encoder", "dataset", "metric", "score", "C", "search", "n_train", "n_val", "n_test",
-    "num_classes", "feature_dim", "backend", "seconds", "features", "config", "versions",
-    "git", "created",
+    "num_classes", "feature_dim", "backend", "dtype", "weights", "seconds", "features",
+    "config", "versions", "git", "created",
 )  # fmt: skip
 
 
