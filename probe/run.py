@@ -19,10 +19,12 @@ from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
 from probe.encoders.base import compute_dtype
+from probe.evaluations.heads import test_outputs, top5_accuracy
 from probe.evaluations.linear import refit_and_test, search
 from probe.evaluations.splits import protocol_splits
 from probe.features.distributed import setup, teardown
 from probe.features.stage import cache_entries, ensure_features, pin_encoder
+from probe.report.heads import write_head
 from probe.report.record import result_path, write_result
 
 log = logging.getLogger(__name__)
@@ -90,11 +92,17 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         metric=dataset.metric,
         init=found.fits.get(found.best_index),
     )
+    outputs = test_outputs(solver, final, test)  # labels, the predictions scored, top-5
+    path = result_path(cfg.results_dir, cfg.encoder.name, cfg.dataset.name)
+    head = write_head(path, coef=final.coef, intercept=final.intercept, C=found.best_C,
+                      outputs=outputs)  # fmt: skip
     record = {
         "encoder": cfg.encoder.name,
         "dataset": cfg.dataset.name,
         "metric": dataset.metric,
         "score": test_score,
+        "top5": top5_accuracy(outputs),  # percent; null with fewer than 5 classes
+        "head": head,  # the .npz beside this file: head, test predictions, its SHA-256
         "C": found.best_C,
         "search": found.records,
         "final_fit": {"converged": final.converged, "iterations": final.iterations},
@@ -116,6 +124,5 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "features": {s: str(e.path) for s, e in entries.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    path = write_result(result_path(cfg.results_dir, cfg.encoder.name, cfg.dataset.name), record)
-    record["path"] = str(path)
+    record["path"] = str(write_result(path, record))
     return record

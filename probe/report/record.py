@@ -13,8 +13,8 @@ from probe import __version__
 from probe.core.io import write_json_atomic
 
 REQUIRED_FIELDS = (
-    "encoder", "dataset", "metric", "score", "C", "search", "n_train", "n_val", "n_test",
-    "num_classes", "feature_dim", "backend", "dtype", "weights", "seconds", "features",
+    "encoder", "dataset", "metric", "score", "top5", "head", "C", "search", "n_train", "n_val",
+    "n_test", "num_classes", "feature_dim", "backend", "dtype", "weights", "seconds", "features",
     "config", "versions", "git", "created",
 )  # fmt: skip
 
