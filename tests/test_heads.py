@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg
+from conftest import CONFIGS, compose_cfg
+from omegaconf import OmegaConf
 
 from probe.report.tables.data import scan_results
 from probe.run import run
@@ -100,3 +101,19 @@ def test_few_classes_and_a_class_absent_from_train(dirs, tmp_path: Path) -> None
         X, y = cached(saved["features"]["train"])
         g = scaled_gradient(X, y, npz["coef"], npz["intercept"], float(npz["C"]))
         assert np.isfinite(g).all()
+
+
+def test_a_real_run_is_a_plain_protocol_run(dirs) -> None:
+    """The flags read real result files: a run with the shipped configs has none (but the
+    harness commit, which is dirty while these tests run from an edited checkout)."""
+    from probe.report.tables.flags import protocol_flags
+
+    rec = run(compose_cfg(dirs))
+    saved = json.loads(Path(rec["path"]).read_text())
+    assert [f for f in protocol_flags(saved) if not f.startswith("harness commit")] == []
+    shipped = OmegaConf.load(CONFIGS / "probe" / "torch.yaml").max_iter
+    changed = run(compose_cfg([*dirs, f"probe.max_iter={shipped - 1}", "encoder.dtype=bfloat16"]))
+    flags = protocol_flags(json.loads(Path(changed["path"]).read_text()))
+    assert [f for f in flags if not f.startswith("harness commit")] == [
+        f"probe.max_iter={shipped - 1} (configs/probe/torch.yaml: {shipped})"
+    ]  # pixels compute in float32 whatever encoder.dtype says: not a dtype change

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from probe.core.errors import ProbeError
 from probe.core.io import write_text_atomic
-from probe.core.paths import config_dir, slurm_script
+from probe.core.paths import compose_config, slurm_script
 from probe.report.record import result_path
 
 log = logging.getLogger(__name__)
@@ -65,17 +65,6 @@ def expand(grid: DictConfig | dict, *, extra: Iterable[str] = ()) -> list[list[s
     return runs
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    """Compose the main `config` with these overrides, inside or outside a Hydra app."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def _with_results_dir(run: list[str], results_dir: Path) -> list[str]:
     """The run with one absolute `results_dir=` last: its own (a variant's), else the grid's.
 
@@ -97,7 +86,7 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
     for run in runs:
         overrides = _with_results_dir(run, results_dir)
         try:
-            cfg = _compose(overrides)
+            cfg = compose_config(overrides)
             path = result_path(cfg.results_dir, cfg.encoder.name, cfg.dataset.name)
         except (HydraException, OmegaConfBaseException) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))
