@@ -17,6 +17,7 @@ from conftest import CONFIGS, compose_cfg
 from omegaconf import OmegaConf
 
 from probe.report.tables.data import scan_results
+from probe.report.tables.flags import protocol_flags
 from probe.run import run
 
 
@@ -77,6 +78,16 @@ def test_digits_run_is_rescored_and_its_gradient_checked(dirs) -> None:
     # the table reader reads the JSON and nothing else
     results, bad = scan_results([Path(rec["path"]).parents[1]])
     assert [r.path for r in results] == [Path(rec["path"])] and not bad
+    # a run with the shipped configs is a plain protocol run (but for the harness commit,
+    # dirty while these tests run from an edited checkout)
+    assert [f for f in protocol_flags(saved) if not f.startswith("harness commit")] == []
+    shipped = OmegaConf.load(CONFIGS / "probe" / "torch.yaml").max_iter
+    config = {**saved["config"], "probe": {**saved["config"]["probe"], "max_iter": shipped - 1},
+              "encoder": {**saved["config"]["encoder"], "dtype": "bfloat16"}}  # fmt: skip
+    flags = protocol_flags({**saved, "config": config})
+    assert [f for f in flags if not f.startswith("harness commit")] == [
+        f"probe.max_iter={shipped - 1} (configs/probe/torch.yaml: {shipped})"
+    ]  # pixels compute in float32 whatever encoder.dtype says (`dtype`): not a dtype change
 
 
 def test_few_classes_and_a_class_absent_from_train(dirs, tmp_path: Path) -> None:
@@ -101,19 +112,3 @@ def test_few_classes_and_a_class_absent_from_train(dirs, tmp_path: Path) -> None
         X, y = cached(saved["features"]["train"])
         g = scaled_gradient(X, y, npz["coef"], npz["intercept"], float(npz["C"]))
         assert np.isfinite(g).all()
-
-
-def test_a_real_run_is_a_plain_protocol_run(dirs) -> None:
-    """The flags read real result files: a run with the shipped configs has none (but the
-    harness commit, which is dirty while these tests run from an edited checkout)."""
-    from probe.report.tables.flags import protocol_flags
-
-    rec = run(compose_cfg(dirs))
-    saved = json.loads(Path(rec["path"]).read_text())
-    assert [f for f in protocol_flags(saved) if not f.startswith("harness commit")] == []
-    shipped = OmegaConf.load(CONFIGS / "probe" / "torch.yaml").max_iter
-    changed = run(compose_cfg([*dirs, f"probe.max_iter={shipped - 1}", "encoder.dtype=bfloat16"]))
-    flags = protocol_flags(json.loads(Path(changed["path"]).read_text()))
-    assert [f for f in flags if not f.startswith("harness commit")] == [
-        f"probe.max_iter={shipped - 1} (configs/probe/torch.yaml: {shipped})"
-    ]  # pixels compute in float32 whatever encoder.dtype says: not a dtype change

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import fakes
 import numpy as np
 import pytest
 import torch
@@ -81,7 +82,9 @@ def tiny_clip(path: Path, seed: int) -> Path:
 def test_reupload_is_reextracted_and_the_result_names_the_commit(hub, dirs, tmp_path) -> None:
     """Defect 6: `revision: main` is the commit it names; a moved `main` is new features."""
     first = hub.publish(REPO_ID, tiny_clip(tmp_path / "v1", seed=0))
-    args = [*dirs, "encoder=hf", f"encoder.model={REPO_ID}", "dataset.test_count=300"]
+    images = fakes.make("imagefolder", tmp_path / "data")  # 24 tiny PNGs in class folders
+    args = [*dirs, "encoder=hf", f"encoder.model={REPO_ID}", "dataset=imagefolder",
+            *images.overrides, "num_workers=0"]  # fmt: skip
     rec = run(compose_cfg(args))
     assert rec["weights"] == {"model": REPO_ID, "revision": "main", "commit": first}
     assert rec["config"]["encoder"]["revision"] == first

@@ -177,7 +177,7 @@ def test_model_free_encoders_record_the_dtype_they_compute_in(dirs, tmp_path: Pa
     plain = run(compose_cfg([*dirs, "stage=extract"]))
     assert plain is None
     entries = cache_dirs(tmp_path / "cache")
-    rec = run(compose_cfg([*dirs, "+encoder.dtype=bfloat16"]))
+    rec = run(compose_cfg([*dirs, "encoder.dtype=bfloat16"]))
     assert rec["dtype"] == "float32" and rec["seconds"]["extract"] == 0.0
     assert cache_dirs(tmp_path / "cache") == entries
     assert json.loads((entries[0] / "meta.json").read_text())["fingerprint"]["dtype"] == "float32"
