@@ -144,3 +144,10 @@ def test_meta_records_library_versions_and_reuse_warns_on_drift(dirs, tmp_path, 
     meta_path.write_text(json.dumps(meta))
     run(compose_cfg([*dirs, "stage=extract"]))
     assert f"other library versions (pillow 9.0.0 -> {version('pillow')})" in caplog.text
+
+
+def test_unset_model_is_one_line(dirs) -> None:
+    from probe.core.errors import ProbeError
+
+    with pytest.raises(ProbeError, match="encoder.model is not set for encoder hf; give a hub"):
+        run(compose_cfg([*dirs, "encoder=hf", "stage=extract"]))

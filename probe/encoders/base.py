@@ -56,6 +56,11 @@ def pin_weights(encoder: Mapping[str, Any]) -> dict[str, str] | None:
     if resolve is None or not encoder.get("model"):
         return None
     model, revision = str(encoder["model"]), str(encoder.get("revision") or "main")
+    if model == "???":  # OmegaConf's mark of a mandatory value left unset
+        raise ProbeError(
+            f"encoder.model is not set for encoder {encoder.get('name')}; give a hub id or a "
+            "local directory, e.g. encoder.model=openai/clip-vit-base-patch32"
+        )
     commit = resolve(model, revision)
     return None if commit is None else {"model": model, "revision": revision, "commit": commit}
 
