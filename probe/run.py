@@ -18,12 +18,14 @@ from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
-from probe.encoders.base import resolve_dtype
+from probe.encoders.base import compute_dtype
+from probe.evaluations.heads import test_outputs, top5_accuracy
 from probe.evaluations.linear import refit_and_test, search
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.splits import protocol_splits
 from probe.features.distributed import setup, teardown
-from probe.features.stage import cache_entries, ensure_features
+from probe.features.stage import cache_entries, ensure_features, pin_encoder
+from probe.report.heads import write_head
 from probe.report.record import result_name, result_path, write_result
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         raise ProbeError(f"batch_size={cfg.batch_size} must be a positive integer, e.g. 256")
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.encoder.get("dtype", "auto"), device)
+    dtype = compute_dtype(cfg.encoder, device)
     dataset = build_dataset(cfg)
     ctx, device = setup(device)
-    entries = cache_entries(cfg, dataset, dtype)
     try:
+        cfg, weights = pin_encoder(cfg, ctx)  # encoder.revision: the commit it names now
+        entries = cache_entries(cfg, dataset, dtype)
         extract_seconds = ensure_features(
             cfg, dataset, entries, device=device, dtype=dtype, ctx=ctx
         )
@@ -92,11 +95,18 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         metric=dataset.metric,
         init=found.fits.get(found.best_index),
     )
+    outputs = test_outputs(solver, final, test)  # labels, the predictions scored, top-5
+    name = result_name(cfg.encoder, cfg.probe)
+    path = result_path(cfg.results_dir, name, cfg.dataset.name)
+    head = write_head(path, coef=final.coef, intercept=final.intercept, C=found.best_C,
+                      outputs=outputs)  # fmt: skip
     record = {
-        "encoder": result_name(cfg.encoder, cfg.probe),
+        "encoder": name,
         "dataset": cfg.dataset.name,
         "metric": dataset.metric,
         "score": test_score,
+        "top5": top5_accuracy(outputs),  # percent; null with fewer than 5 classes
+        "head": head,  # the .npz beside this file: head, test predictions, its SHA-256
         "C": found.best_C,
         "search": found.records,
         "final_fit": {"converged": final.converged, "iterations": final.iterations},
@@ -112,6 +122,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "backend": solver.name,
         "device": device,
         "dtype": dtype,
+        "weights": weights,  # {model, revision asked, commit loaded} for hub weights, else None
         "seconds": {
             "extract": round(extract_seconds, 3),
             "probe": round(time.perf_counter() - start, 3),
@@ -119,6 +130,5 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "features": {s: str(e.path) for s, e in entries.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    path = write_result(result_path(cfg.results_dir, record["encoder"], cfg.dataset.name), record)
-    record["path"] = str(path)
+    record["path"] = str(write_result(path, record))
     return record

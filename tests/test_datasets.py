@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -386,3 +387,127 @@ def test_error_from_a_loader_worker_keeps_its_one_line_message(tmp_path: Path) -
         wrapped.reraise()
     assert str(err.value).startswith("dataset pets: cannot read image ")
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+
+
+# --- user mistakes about splits (issue 13, defect 7) ------------------------------------------
+
+
+def test_missing_test_split_and_official_val_are_probe_errors(tmp_path: Path) -> None:
+    """One line naming the dataset, what was found and the fix; never a bare ValueError."""
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    with pytest.raises(ProbeError) as err:
+        build("hf", tmp_path / "data", "~dataset.splits.test")
+    msg = str(err.value)
+    assert msg.startswith("dataset hf: no test split (found: train)") and "\n" not in msg
+    assert "dataset.splits.test=NAME" in msg
+    shutil.rmtree(tmp_path / "data" / "folders" / "val")
+    cfg = compose_cfg(["dataset=imagefolder", *fake.overrides, "dataset.val.source=official"])
+    with pytest.raises(ProbeError) as err:
+        make(cfg.dataset)
+    msg = str(err.value)
+    assert "dataset.val.source=official but there is no val split (found: train, test)" in msg
+    assert "dataset.val.source=carve" in msg and "\n" not in msg
+
+
+# --- 16-bit and palette files through every family's loader (issue 13, defect 4) ------------
+
+ARRAY_DATASETS = {"cifar10", "cifar100", "digits"}  # in-memory uint8 arrays: no files to read
+FILE_DATASETS = [n for n in DATASETS if n not in ARRAY_DATASETS | {"hf"}]
+
+
+def ramp16() -> np.ndarray:
+    """A 48 x 64 16-bit ramp over nearly the whole range (0 .. 64,491)."""
+    return (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
+
+
+def palette_png(*, transparent: bool) -> tuple[bytes, np.ndarray]:
+    """A 16-colour palette PNG and the RGB its palette lookup gives (computed here)."""
+    import io
+
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((64, 48))
+    pal = rgb.quantize(colors=16)
+    if transparent:
+        pal.info["transparency"] = 0
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG")
+    with Image.open(io.BytesIO(buf.getvalue())) as back:
+        assert back.mode == "P" and ("transparency" in back.info) == transparent
+        table = np.asarray(back.getpalette(), dtype=np.uint8).reshape(-1, 3)
+        want = table[np.asarray(back)]
+    return buf.getvalue(), want
+
+
+def deep_png() -> tuple[bytes, np.ndarray]:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(ramp16()).save(buf, format="PNG")
+    want = np.round(ramp16() * (255.0 / 65535.0)).astype(np.uint8)
+    return buf.getvalue(), np.repeat(want[..., None], 3, axis=2)
+
+
+def through_encoders(image) -> tuple[np.ndarray, np.ndarray]:
+    """The loaded image through two real encoder transforms: raw pixels (exact values at the
+    native size) and CLIP L/14's preprocessing at 32 px."""
+    pixels = make(compose_cfg(["encoder=pixels"]).encoder, device="cpu")
+    block = compose_cfg(["encoder=clip_l14", "encoder.resolution=32"]).encoder.preprocess
+    from probe.encoders.preprocess import build_transform
+
+    clip = build_transform(**dict(block))
+    return pixels.transform(image).numpy(), clip(image).numpy()
+
+
+def check_loaded(image, want: np.ndarray, path: Path) -> None:
+    from reference import openai_reference
+
+    assert image.mode == "RGB"
+    flat, clip = through_encoders(image)
+    np.testing.assert_array_equal(
+        np.round(flat.reshape(3, *want.shape[:2]) * 255).astype(np.uint8), want.transpose(2, 0, 1)
+    )
+    assert (flat == 1.0).mean() < 0.01  # a 16-bit ramp is scaled, not clipped to white
+    with Image.open(path) as raw:  # the independent reference reads the file itself
+        ref = openai_reference(raw, 32)
+    assert np.abs(clip - ref).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", FILE_DATASETS)
+def test_sixteen_bit_and_palette_files_through_the_loader(name: str, tmp_path: Path) -> None:
+    """Each family's real loader reads 16-bit and palette PNGs in the dataset's own layout
+    (under the file names it lists: a PNG under a .jpg name, as ImageNet has a few)."""
+    from probe.datasets.common import ImageFiles
+
+    ds, _ = build(name, tmp_path / "data")
+    split = ds.splits["train"]
+    assert isinstance(split.load, ImageFiles), f"{name}: not read from image files"
+    files = [
+        (deep_png(), 0),
+        (palette_png(transparent=False), 1),
+        (palette_png(transparent=True), 2),
+    ]
+    for (data, want), i in files:
+        path = Path(split.load.root) / split.items[i]
+        path.write_bytes(data)
+        check_loaded(split.load(split.items[i]), want, path)
+
+
+def test_every_image_family_is_covered() -> None:
+    assert set(FILE_DATASETS) | ARRAY_DATASETS | {"hf"} == set(DATASETS)
+    assert {"sun397", "caltech101", "birdsnap", "imagefolder", "food101"} <= set(FILE_DATASETS)
+
+
+def test_sixteen_bit_and_palette_in_a_hugging_face_copy(tmp_path: Path) -> None:
+    import datasets
+
+    cases = [deep_png(), palette_png(transparent=False), palette_png(transparent=True)]
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])}
+    )
+    rows = {"image": [{"bytes": b, "path": None} for b, _ in cases], "label": [0, 1, 2]}
+    split = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "copy"))
+    ds = make(compose_cfg(["dataset=hf", f"dataset.path={tmp_path / 'copy'}"]).dataset)
+    for i, (data, want) in enumerate(cases):
+        (tmp_path / f"{i}.png").write_bytes(data)
+        check_loaded(ds.splits["train"].load(i), want, tmp_path / f"{i}.png")

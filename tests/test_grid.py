@@ -225,3 +225,31 @@ def test_submitit_local_multirun_jobs_write_their_own_dirs(tmp_path: Path) -> No
     for job, ds in (("0_pixels_da", "da"), ("1_pixels_db", "db")):
         assert OmegaConf.load(sweep / job / ".hydra" / "config.yaml").dataset.name == ds
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
+
+
+def test_variants_sharing_a_result_file_are_refused(tmp_path: Path, monkeypatch) -> None:
+    """probe=torch and probe=sklearn would write one pixels/digits.json (issue 13, defect 5)."""
+    from probe.core.errors import ProbeError
+
+    cfg = tiny_grid_cfg(tmp_path)
+    cfg.grid.variants = [["probe=torch"], ["probe=sklearn"], ["encoder.name=pix"]]
+    with pytest.raises(ProbeError) as err:
+        make_grid(cfg)
+    msg = str(err.value)
+    shared = tmp_path / "results" / "pixels" / "digits.json"
+    assert msg.startswith(f"1 result file(s) would be written by more than one run: {shared} by")
+    assert "`encoder=pixels dataset=digits probe=torch probe.max_iter=50" in msg
+    assert "`encoder=pixels dataset=digits probe=sklearn probe.max_iter=50" in msg
+    assert (
+        "encoder.name=pix " not in msg and "results_dir=DIR" in msg and "encoder.name=NAME" in msg
+    )
+    assert not (tmp_path / "results" / "tasks" / "tiny.txt").exists()
+    # a results_dir per variant (relative: resolved here, written absolute) makes them distinct
+    cfg.grid.variants = [["probe=torch"], ["probe=sklearn", "results_dir=by_sklearn"]]
+    monkeypatch.chdir(tmp_path)
+    task_file, todo, _ = make_grid(cfg)
+    assert [r.result for r in todo] == [shared, tmp_path / "by_sklearn" / "pixels" / "digits.json"]
+    lines = task_file.read_text().splitlines()
+    assert (
+        lines[1].count("results_dir=") == 1 and f"results_dir={tmp_path / 'by_sklearn'}" in lines[1]
+    )

@@ -169,3 +169,22 @@ def test_fingerprint_locations(tmp_path: Path) -> None:
     assert before == fp("/d/x", "/d", model=str(model))
     (model / "weights.bin").write_bytes(b"y" * 11)  # a re-converted checkpoint, same path
     assert fp("/d/x", "/d", model=str(model)) != before
+
+
+def test_model_free_encoders_record_the_dtype_they_compute_in(dirs, tmp_path: Path) -> None:
+    """pixels and precomputed have no model to autocast: float32 whatever encoder.dtype says
+    (issue 13, defect 7); the cache entry is the same one a plain run uses."""
+    plain = run(compose_cfg([*dirs, "stage=extract"]))
+    assert plain is None
+    entries = cache_dirs(tmp_path / "cache")
+    rec = run(compose_cfg([*dirs, "encoder.dtype=bfloat16"]))
+    assert rec["dtype"] == "float32" and rec["seconds"]["extract"] == 0.0
+    assert cache_dirs(tmp_path / "cache") == entries
+    assert json.loads((entries[0] / "meta.json").read_text())["fingerprint"]["dtype"] == "float32"
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "feats.npz"
+    np.savez(npz, x_train=rng.normal(size=(60, 4)), y_train=np.arange(60) % 3,
+             x_test=rng.normal(size=(30, 4)), y_test=np.arange(30) % 3)  # fmt: skip
+    rec = run(compose_cfg([*dirs, "encoder=precomputed", "dataset=npz", f"dataset.path={npz}",
+                           "encoder.dtype=bfloat16"]))  # fmt: skip
+    assert rec["dtype"] == "float32"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import CONFIGS, REPO, config_names
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from probe.core.errors import ProbeError
 from probe.core.paths import published_dir
@@ -31,8 +33,25 @@ def write(path: Path, record: dict | str) -> Path:
     return path
 
 
-def result(encoder: str, dataset: str, score: float, metric: str = "top1") -> dict:
-    return {"encoder": encoder, "dataset": dataset, "metric": metric, "score": score, "C": 1.0}
+@functools.cache
+def plain_config(encoder: str, probe: str = "torch") -> str:
+    """The config block of a plain protocol run: the shipped configs, composed (as JSON)."""
+    from conftest import compose_cfg
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg([f"encoder={encoder}", f"probe={probe}"])
+    return json.dumps(OmegaConf.to_container(cfg, resolve=True))
+
+
+def result(encoder: str, dataset: str, score: float, metric: str = "top1", **fields) -> dict:
+    """A result as a plain protocol run on the CPU leaves it (the fields the table reads)."""
+    return {
+        "encoder": encoder, "dataset": dataset, "metric": metric, "score": score, "C": 1.0,
+        "converged": True, "search": [{"C": 1.0, "converged": True}],
+        "final_fit": {"converged": True}, "git": "0123abc", "backend": "torch",
+        "device": "cpu", "dtype": "float32", "config": json.loads(plain_config(encoder)),
+        **fields,
+    }  # fmt: skip
 
 
 @pytest.fixture
@@ -177,3 +196,71 @@ def test_table_cli_prints_markdown_and_fails_cleanly(results: Path, tmp_path: Pa
     assert bad.returncode == 2 and "two results for mlcd_l14 on food101" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
     assert not list(tmp_path.glob("*.log")) and not (tmp_path / "outputs").exists()
+
+
+# --- cells that are not plain protocol runs (issue 13) --------------------------------------
+
+
+def flagged_results(root: Path) -> dict[str, Path]:
+    """One result per way a run departs from the protocol, and two that do not."""
+    torch_yaml = OmegaConf.load(CONFIGS / "probe" / "torch.yaml")  # the defaults as shipped
+    plain = json.loads(plain_config("mlcd_l14"))
+    changed = {
+        "food101": {"converged": False, "search": [{"C": 0.01, "converged": False}]},
+        "cifar10": {"git": "0123abc-dirty"},
+        "cifar100": {"config": {**plain, "probe": {**plain["probe"], "tol": torch_yaml.tol * 10,
+                                                   "max_iter": 7}}},
+        "birdsnap": {"config": {**plain, "encoder": {**plain["encoder"], "feature": "cls"}}},
+        "sun397": {"dtype": "bfloat16"},  # bf16 on the CPU: not what `auto` means there
+        "dtd": {"config": {**plain, "probe": {**plain["probe"], "normalize": True}}},
+        # plain: bf16 autocast is what `auto` means on a GPU; speed knobs are not settings
+        "pets": {"device": "cuda", "dtype": "bfloat16"},
+        "caltech101": {"config": {**plain, "probe": {**plain["probe"], "stack": True,
+                                                     "tol": float(torch_yaml.tol)}}},
+    }  # fmt: skip
+    return {
+        ds: write(root / "mlcd_l14" / f"{ds}.json", result("mlcd_l14", ds, 80.0, **extra))
+        for ds, extra in changed.items()
+    }
+
+
+def test_cells_not_from_plain_protocol_runs_carry_a_dagger(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    files = flagged_results(root)
+    write(root / "mlcd_l14" / "pets.json", result("mlcd_l14", "pets", 80.0, "mean_per_class",
+                                                  device="cuda", dtype="bfloat16"))  # fmt: skip
+    write(root / "mlcd_l14" / "caltech101.json", {
+        **json.loads(files["caltech101"].read_text()), "metric": "mean_per_class"})  # fmt: skip
+    table, paths, md = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={root}"]))
+    shipped = OmegaConf.load(CONFIGS / "probe" / "torch.yaml")
+    tol, max_iter = float(shipped.tol), shipped.max_iter
+    reasons = {
+        "Food101": "not converged (C=0.01)",
+        "CIFAR-10": "harness commit 0123abc-dirty (uncommitted changes)",
+        "CIFAR-100": f"probe.max_iter=7 (configs/probe/torch.yaml: {max_iter}); "
+        f"probe.tol={tol * 10}",
+        "Birdsnap": "encoder.feature=cls (configs/encoder/mlcd_l14.yaml: pooler_output)",
+        "SUN397": "features computed in bfloat16 (encoder config dtype auto: float32 on cpu)",
+        "DTD": "probe.normalize=True (configs/probe/torch.yaml: null)",
+    }
+    for label, why in reasons.items():
+        assert md_row(md, label)[1] == "80.00\u2020", label
+        (line,) = [
+            ln for ln in md.splitlines() if ln.startswith(f"- MLCD ViT-L/14-336 on {label} (")
+        ]
+        assert f"(`{root / 'mlcd_l14'}/" in line and why in line, line
+    for label in ("Oxford-IIIT Pets", "Caltech-101"):
+        assert md_row(md, label)[1] == "80.00", label
+    assert "\u2020 Not a plain protocol run (6):" in md
+    tex = paths["tex"].read_text()
+    assert r"Food101 & 80.00$^{\dagger}$ & " in tex and r"Oxford-IIIT Pets & 80.00 & " in tex
+    assert r"not a plain protocol run:" in tex and r"encoder.feature=cls" in tex
+    assert tex.count(r"\texttt{") == 6 and r"mlcd\_l14" in tex
+
+
+def test_a_result_without_a_config_block_is_flagged(tmp_path: Path) -> None:
+    bare = {"encoder": "mlcd_l14", "dataset": "food101", "metric": "top1", "score": 90.0}
+    write(tmp_path / "r" / "mlcd_l14" / "food101.json", bare)
+    _, _, md = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={tmp_path / 'r'}"]))
+    assert md_row(md, "Food101")[1] == "90.00\u2020"
+    assert "not converged (the refit); no config block: cannot tell its settings" in md

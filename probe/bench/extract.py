@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from probe.core.images import decode
+
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # Architectures by config shape (docs/protocol.md encoder table), buildable without a download.
@@ -109,8 +111,7 @@ def make_jpegs(folder: Path, n: int, *, seed: int = 0) -> list[Path]:
 
 class _OpenRGB:
     def __call__(self, path: str) -> Image.Image:
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        return decode(path)
 
 
 def _sync(device: str) -> None:

@@ -1,2 +1,3 @@
 """What every stage shares: the user-error type, atomic writes, safe loading, building from
-config nodes, the device and where the shipped configs live. Imports nothing else of probe."""
+config nodes, the device, where the shipped configs live and the one image-to-RGB decode
+(`images`, used by every dataset loader and transform). Imports nothing else of probe."""

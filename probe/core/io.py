@@ -107,3 +107,13 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
     """np.save (never pickling) through a temp file in the same directory, fsync, rename."""
     return _write_atomic(path, lambda fh: np.save(fh, array, allow_pickle=False))
+
+
+def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """An uncompressed `.npz` of numeric arrays (never pickled), written like every file here:
+    a temp file, fsync, rename. Refuses object arrays, which np.savez would pickle."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    pickled = [k for k, v in arrays.items() if v.dtype.hasobject]
+    if pickled:  # a programming error, not a user one
+        raise TypeError(f"save_npz_atomic: {pickled} are object arrays and would be pickled")
+    return _write_atomic(path, lambda fh: np.savez(fh, **arrays))

@@ -9,6 +9,7 @@ them at the repository root. Either way they are found from any working director
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from probe.core.errors import ProbeError
 
@@ -39,3 +40,15 @@ def published_dir() -> Path:
 def slurm_script() -> Path:
     """`probe_array.sbatch`: one array task per line of a grid's task file."""
     return _shipped("slurm", "slurm", "probe_array.sbatch") / "probe_array.sbatch"
+
+
+def compose_config(overrides: list[str]) -> Any:
+    """The main `config` composed with `overrides`, inside or outside a running Hydra app
+    (`python -m probe.grid` and `probe.table` are apps; tests and libraries are not)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)

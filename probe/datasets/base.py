@@ -105,11 +105,20 @@ class ImageDataset:
             raise ProbeError(
                 f"dataset.metric={self.metric!r} is not known; allowed: {', '.join(METRICS)}"
             )
+        found = ", ".join(self.splits) or "none"
         for needed in ("train", "test"):
             if needed not in self.splits:
-                raise ValueError(f"dataset {self.name} has no {needed!r} split")
+                raise ProbeError(
+                    f"dataset {self.name}: no {needed} split (found: {found}); the protocol "
+                    f"needs train and test: add the {needed}/ folder or map a split to it "
+                    f"(e.g. dataset.splits.{needed}=NAME for a Hugging Face copy)"
+                )
         if self.val.source == "official" and "val" not in self.splits:
-            raise ValueError(f"dataset {self.name} declares an official val split but has none")
+            raise ProbeError(
+                f"dataset {self.name}: dataset.val.source=official but there is no val split "
+                f"(found: {found}); set dataset.val.source=carve to hold out part of train, "
+                "or add the val split"
+            )
 
     @property
     def source_splits(self) -> list[str]:

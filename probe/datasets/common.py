@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from probe.core.errors import ProbeError
+from probe.core.images import decode
 from probe.datasets.base import ImageDataset, Split, ValSpec
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,9 @@ def first_existing(candidates: Sequence[Path]) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
-def decode(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB; raises OSError/ValueError if it is damaged."""
-    with Image.open(path) as im:
-        im.load()  # forces the whole decode: a truncated file fails here, not later
-        return im.convert("RGB")
-
-
 class ImageFiles:
-    """Relative path -> RGB PIL image under `root`; picklable for DataLoader workers."""
+    """Relative path -> 8-bit RGB PIL image under `root` (`probe.core.images.decode`: 16-bit
+    scaled, palettes expanded); picklable for DataLoader workers."""
 
     def __init__(self, root: str | Path, dataset: str) -> None:
         self.root = str(root)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from probe.core.errors import ProbeError
+from probe.core.images import to_rgb
 from probe.datasets.base import ImageDataset, Split
 from probe.datasets.common import SKIP_FIX, Meta, assemble
 
@@ -29,7 +30,8 @@ DEFAULTS = {
 
 
 class HFImages:
-    """Row index -> RGB PIL image of an HF dataset (decoded on access); picklable."""
+    """Row index -> 8-bit RGB PIL image of an HF dataset (decoded on access, through
+    `probe.core.images.to_rgb` like every loader); picklable."""
 
     def __init__(self, ds: Any, column: str, dataset: str, split: str) -> None:
         self.ds = ds.select_columns([column])
@@ -41,7 +43,7 @@ class HFImages:
         try:
             image = self.ds[int(index)][self.column]
             image.load()
-            return image.convert("RGB")
+            return to_rgb(image)
         except Exception as err:  # noqa: BLE001 - any decode failure of a stored image
             raise ProbeError(
                 f"dataset {self.dataset}: cannot decode image {self.split}/{index} "

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from probe.core.errors import ProbeError
+from probe.core.images import to_rgb
 from probe.datasets.base import ImageDataset, Split
 from probe.datasets.common import Meta, assemble, file_split
 
@@ -33,7 +34,7 @@ class ArrayImages:
         self.data = data
 
     def __call__(self, index: int) -> Image.Image:
-        return Image.fromarray(self.data[index]).convert("RGB")
+        return to_rgb(Image.fromarray(self.data[index]))
 
 
 class TorchvisionItem:
@@ -44,7 +45,7 @@ class TorchvisionItem:
 
     def __call__(self, index: int) -> Any:
         image, _ = self.ds[index]
-        return image.convert("RGB") if hasattr(image, "convert") else image
+        return to_rgb(image) if isinstance(image, Image.Image) else image
 
 
 def open_torchvision(

@@ -2,24 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from probe.core.device import auto_dtype
+from probe.core.errors import ProbeError
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto` means bf16 autocast on CUDA and plain fp32 elsewhere (the protocol's default)."""
-    from probe.core.errors import ProbeError
-
     if dtype == "auto":
-        return "bfloat16" if str(device).startswith("cuda") else "float32"
+        return auto_dtype(device)
     if dtype not in DTYPES:
         raise ProbeError(f"encoder.dtype={dtype!r} is not valid; use auto or one of {list(DTYPES)}")
     return dtype
+
+
+def compute_dtype(encoder: Mapping[str, Any], device: str) -> str:
+    """The dtype an encoder config's features are really computed in.
+
+    A family whose module sets `COMPUTE_DTYPE` (raw pixels, precomputed rows: no model, so no
+    autocast) always computes in that dtype, whatever `encoder.dtype` or the device say; the
+    fingerprint and the result record what happened, not what was asked.
+    """
+    asked = str(encoder.get("dtype", "auto"))
+    fixed = getattr(_family(encoder), "COMPUTE_DTYPE", None)
+    if fixed is None:
+        return resolve_dtype(asked, device)
+    if asked not in ("auto", fixed):
+        log.warning(
+            "encoder %s computes in %s whatever encoder.dtype says; encoder.dtype=%s is ignored",
+            encoder.get("name"), fixed, asked,
+        )  # fmt: skip
+    return fixed
+
+
+def pin_weights(encoder: Mapping[str, Any]) -> dict[str, str] | None:
+    """`{model, revision, commit}`: the hub commit a config's weights come from, or None.
+
+    A family that loads hub weights has `weights_commit(model, revision)` (the hf and
+    open_clip families); model-free families and local directories have no commit.
+    """
+    resolve = getattr(_family(encoder), "weights_commit", None)
+    if resolve is None or not encoder.get("model"):
+        return None
+    model, revision = str(encoder["model"]), str(encoder.get("revision") or "main")
+    if model == "???":  # OmegaConf's mark of a mandatory value left unset
+        raise ProbeError(
+            f"encoder.model is not set for encoder {encoder.get('name')}; give a hub id or a "
+            "local directory, e.g. encoder.model=openai/clip-vit-base-patch32"
+        )
+    commit = resolve(model, revision)
+    return None if commit is None else {"model": model, "revision": revision, "commit": commit}
+
+
+def _family(encoder: Mapping[str, Any]) -> Any:
+    """The module of the config's `_target_` builder (None if it cannot be imported here:
+    building the encoder then reports the problem)."""
+    module = str(encoder.get("_target_") or "").rpartition(".")[0]
+    try:
+        return importlib.import_module(module) if module else None
+    except ImportError:
+        return None
 
 
 @dataclass

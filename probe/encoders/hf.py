@@ -22,6 +22,7 @@ import torch
 from probe.core.errors import ProbeError
 from probe.encoders import kinds as K
 from probe.encoders.base import Encoder
+from probe.encoders.hub import commit_for
 from probe.encoders.preprocess import build_transform, preprocess_from_hf
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,13 @@ def check_resolution(model: str, config: Any, resolution: int | None) -> None:
         f"encoder.resolution={resolution} but {model!r} takes {native} px images "
         f"(absolute position embeddings); set encoder.resolution={native}"
     )
+
+
+def weights_commit(model: str, revision: str) -> str | None:
+    """The hub commit `revision` names (None for a local directory: its files are stamped)."""
+    if Path(model).expanduser().is_dir():
+        return None
+    return commit_for(model, revision, anchor="config.json")
 
 
 def build(

@@ -21,6 +21,7 @@ import torch
 from probe.core.errors import ProbeError
 from probe.encoders import kinds as K
 from probe.encoders.base import Encoder
+from probe.encoders.hub import commit_for
 from probe.encoders.preprocess import build_transform
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,12 @@ def import_open_clip() -> Any:
 
 def local_checkpoint(model: str, revision: str) -> Path:
     """A directory holding `open_clip_config.json` and the weights, local or from the hub."""
-    path = Path(model.removeprefix("hf-hub:").removeprefix("local-dir:")).expanduser()
-    if path.is_dir():
+    path = _local(model)
+    if path is not None and path.is_dir():
         if not (path / CONFIG_FILE).is_file():
             raise ProbeError(f"encoder.model={model!r}: no {CONFIG_FILE} in that directory")
         return path
-    if model.startswith(("local-dir:", "/", ".", "~")):
+    if path is not None:
         raise ProbeError(f"encoder.model={model!r}: no such directory; give an existing path")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
@@ -69,6 +70,21 @@ def local_checkpoint(model: str, revision: str) -> Path:
             f"with {CONFIG_FILE} and weights"
         ) from err
     raise ProbeError(f"encoder.model={model!r} has none of {WEIGHT_FILES} at {revision!r}")
+
+
+def _local(model: str) -> Path | None:
+    """The directory `model` names when it is a path (or an existing folder), else None."""
+    path = Path(model.removeprefix("hf-hub:").removeprefix("local-dir:")).expanduser()
+    return path if path.is_dir() or model.startswith(("local-dir:", "/", ".", "~")) else None
+
+
+def weights_commit(model: str, revision: str) -> str | None:
+    """The hub commit `revision` names (None for a local directory: its files are stamped).
+    A missing open_clip is reported first: it is the fix the user needs before any download."""
+    import_open_clip()
+    if _local(model) is not None:
+        return None
+    return commit_for(model.removeprefix("hf-hub:"), revision, anchor=CONFIG_FILE)
 
 
 def preprocess_from_open_clip(visual: Any) -> dict[str, Any]:

@@ -10,6 +10,10 @@ from torchvision import transforms as T
 
 from probe.encoders.base import Encoder
 
+# No model, so no autocast: the features are float32 whatever encoder.dtype and the device say
+# (`probe.encoders.base.compute_dtype` records this dtype, not the asked one).
+COMPUTE_DTYPE = "float32"
+
 
 class PixelTransform:
     """PIL image -> flat float vector in [0, 1], optionally resized first."""

@@ -14,6 +14,10 @@ import torch
 from probe.encoders.base import Encoder
 from probe.encoders.preprocess import as_tensor
 
+# No model, so no autocast: the features are float32 whatever encoder.dtype and the device say
+# (`probe.encoders.base.compute_dtype` records this dtype, not the asked one).
+COMPUTE_DTYPE = "float32"
+
 
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch

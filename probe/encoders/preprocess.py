@@ -20,6 +20,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from probe.core.errors import ProbeError
+from probe.core.images import to_rgb
+
+__all__ = ["ToRGB", "as_tensor", "build_transform", "preprocess_from_hf", "to_rgb"]
 
 INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -31,28 +34,10 @@ INTERPOLATIONS = {
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB: grayscale, palette, CMYK, RGBA and 16-bit inputs.
-
-    Alpha is dropped (the colour channels kept as stored), as OpenAI's `convert("RGB")` does.
-    16-bit images are scaled by 255/65535 and rounded (PIL's own conversion would clip them).
-    Conversion happens before the resize, so every image gets a bicubic resize of its RGB
-    (OpenAI's transform converts after the resize, which for palette images means PIL
-    silently resizes with nearest neighbour).
-    """
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        return image.convert("RGBA").convert("RGB")
-    return image.convert("RGB")
-
-
 class ToRGB:
+    """The transform's first step: the loaders already give 8-bit RGB (then this is a no-op);
+    an image handed in directly gets the same conversion (`probe.core.images.to_rgb`)."""
+
     def __call__(self, image: Image.Image) -> Image.Image:
         return to_rgb(image)
 

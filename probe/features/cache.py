@@ -26,12 +26,42 @@ log = logging.getLogger(__name__)
 
 # Bump when a change to the extraction code changes the features it writes.
 FEATURE_VERSION = 1
-# Config keys that never change a feature value: names, carving, metrics, the width check, and
-# the kinds extracted alongside (each kind's entry carries its own `feature`, see stage.py).
-ENCODER_IGNORED = frozenset({"name", "batch_size", "compile", "width", "features"})
+# Config keys that never change a feature value: names, carving, metrics, the width check, the
+# kinds extracted alongside (each kind's entry carries its own `feature`, see stage.py), and
+# `encoder.dtype`, which is what was asked: the fingerprint counts the dtype the features are
+# really computed in.
+ENCODER_IGNORED = frozenset({"name", "batch_size", "compile", "width", "features", "dtype"})
 DATASET_IGNORED = frozenset(
     {"name", "download", "metric", "val", "num_classes", "expected_sizes", "hint"}
 )
+
+
+# The libraries whose versions can change a feature value without changing any setting:
+# image decoding (Pillow), the resize (torchvision), the model code (transformers, torch).
+LIBRARIES = ("pillow", "torch", "torchvision", "transformers")
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed versions of `LIBRARIES` (from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def library_drift(meta: dict[str, Any]) -> list[str]:
+    """`name then -> now` for each library whose version differs from the entry's meta.json
+    (an entry from before versions were recorded has nothing to compare)."""
+    then = meta.get("libraries")
+    if not isinstance(then, dict):
+        return []
+    now = library_versions()
+    return [f"{k} {then.get(k)} -> {now[k]}" for k in LIBRARIES if then.get(k) != now[k]]
 
 
 def fingerprint(
@@ -169,7 +199,7 @@ class CacheEntry:
         return feats, labels
 
     def finish(self, meta: dict[str, Any]) -> None:
-        meta = {**meta, "fingerprint": self.fingerprint}
+        meta = {**meta, "libraries": library_versions(), "fingerprint": self.fingerprint}
         write_json_atomic(self.meta_path, meta)
 
     @property

@@ -8,18 +8,20 @@ with `feature: KIND` alone, so it is the very entry a run with `encoder.feature=
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
+from probe.encoders.base import pin_weights
 from probe.encoders.kinds import requested
 from probe.features.batching import compile_encoder
-from probe.features.cache import CacheEntry, entry_for, fingerprint
+from probe.features.cache import CacheEntry, entry_for, fingerprint, library_drift
 from probe.features.distributed import Context, broadcast
 from probe.features.extract import DEFAULT_SHARD_SIZE, extract_entries
 
@@ -28,6 +30,35 @@ log = logging.getLogger(__name__)
 
 def plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def pin_encoder(cfg: DictConfig, ctx: Context | None = None) -> tuple[DictConfig, dict | None]:
+    """`cfg` with `encoder.revision` set to the hub commit it names now, and the record of it.
+
+    The fingerprint, the model load and the result then all name one commit: a model
+    re-uploaded under the same branch is re-extracted, and a result says which weights it
+    used. Rank 0 asks the hub (or its local cache) once; every rank uses its answer.
+    """
+    ctx = ctx or Context()
+    answer: dict[str, Any] = {}
+    if ctx.main:
+        try:
+            answer = {"weights": pin_weights(plain(cfg.encoder))}
+        except ProbeError as err:
+            answer = {"error": str(err)}
+    answer = broadcast(answer, ctx)
+    if "error" in answer:
+        raise ProbeError(answer["error"])
+    weights = answer["weights"]
+    if weights is None:
+        return cfg, None
+    pinned = copy.deepcopy(cfg)
+    with open_dict(pinned):
+        pinned.encoder.revision = weights["commit"]
+    if weights["revision"] != weights["commit"]:
+        log.info("%s: revision %s is commit %s", weights["model"], weights["revision"],
+                 weights["commit"])  # fmt: skip
+    return pinned, weights
 
 
 def extract_kinds(cfg: DictConfig) -> tuple[str, ...]:
@@ -90,6 +121,7 @@ def _missing(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
     """stage=probe: the probed kind's entries must all be usable (nothing is extracted)."""
     bad = _unusable(dataset, entries, verify=verify)
     if not bad:
+        _warn_drift(entries)
         return {"todo": {}}
     missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
     feature = cfg.encoder.get("feature")
@@ -105,12 +137,26 @@ def _todo(dataset, by_kind, *, verify: bool) -> dict[str, Any]:
     """Split -> the kinds whose entry is missing, stale or damaged."""
     todo: dict[str, list[str]] = {}
     for kind, entries in by_kind.items():
-        for s, problems in _unusable(dataset, entries, verify=verify).items():
+        bad = _unusable(dataset, entries, verify=verify)
+        for s, problems in bad.items():
             if entries[s].meta_path.exists():
                 log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path,
                             "; ".join(problems))  # fmt: skip
             todo.setdefault(s, []).append(kind)
+        _warn_drift({s: e for s, e in entries.items() if s not in bad})
     return {"todo": todo}
+
+
+def _warn_drift(entries: dict[str, CacheEntry]) -> None:
+    """Reused entries extracted with other Pillow/torch/torchvision/transformers versions."""
+    for s, entry in entries.items():
+        drift = library_drift(entry.meta() or {})
+        if drift:
+            log.warning(
+                "%s: reusing %s, extracted with other library versions (%s); its features may "
+                "differ slightly from a fresh extraction (delete the entry to re-extract)",
+                s, entry.path, "; ".join(drift),
+            )  # fmt: skip
 
 
 def entries_by_kind(

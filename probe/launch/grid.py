@@ -10,6 +10,8 @@ whose result exists are left out unless `force=true`. The task file has one line
 (E carries a non-default feature kind or normalisation: `dinov2_l14@last4`, see
 `probe.report.record.result_name`, so a grid over `encoder.feature` writes one file per kind.)
 
+Two runs that would write one result file are refused (a grid whose variants differ only in,
+say, `probe=` must give each variant a `results_dir=` or an `encoder.name=`).
 `slurm/probe_array.sbatch` runs line `SLURM_ARRAY_TASK_ID` (1-based) of it and skips the run
 when the file after `# result:` exists, so a resubmitted array does only what is missing.
 """
@@ -27,7 +29,7 @@ from omegaconf import DictConfig
 
 from probe.core.errors import ProbeError
 from probe.core.io import write_text_atomic
-from probe.core.paths import config_dir, slurm_script
+from probe.core.paths import compose_config, slurm_script
 from probe.report.record import result_name, result_path
 
 log = logging.getLogger(__name__)
@@ -66,15 +68,14 @@ def expand(grid: DictConfig | dict, *, extra: Iterable[str] = ()) -> list[list[s
     return runs
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    """Compose the main `config` with these overrides, inside or outside a Hydra app."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def _with_results_dir(run: list[str], results_dir: Path) -> list[str]:
+    """The run with one absolute `results_dir=` last: its own (a variant's), else the grid's.
 
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    Absolute, because an array task may start in another directory than this command.
+    """
+    own = [o.partition("=")[2] for o in run if o.startswith("results_dir=")]
+    where = Path(own[-1]).expanduser().resolve() if own else results_dir
+    return [*(o for o in run if not o.startswith("results_dir=")), f"results_dir={where}"]
 
 
 def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]:
@@ -86,9 +87,9 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
     out: list[Run] = []
     problems: dict[str, str] = {}  # one message per distinct problem (a missing config, ...)
     for run in runs:
-        overrides = [*run, f"results_dir={results_dir}"]
+        overrides = _with_results_dir(run, results_dir)
         try:
-            cfg = _compose(overrides)
+            cfg = compose_config(overrides)
             name = result_name(cfg.encoder, cfg.get("probe"))
             path = result_path(cfg.results_dir, name, cfg.dataset.name)
         except (HydraException, OmegaConfBaseException) as err:
@@ -101,7 +102,28 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
             f"{len(problems)} problem(s) composing the grid's runs: {listed}. "
             "Fix the grid config or add the missing config files."
         )
+    refuse_shared_results(out)
     return out
+
+
+def refuse_shared_results(runs: list[Run]) -> None:
+    """Two runs writing one result file: one would overwrite (or skip) the other."""
+    by_path: dict[Path, list[Run]] = {}
+    for run in runs:
+        by_path.setdefault(run.result, []).append(run)
+    shared = {p: rs for p, rs in by_path.items() if len(rs) > 1}
+    if not shared:
+        return
+    listed = "; ".join(
+        f"{path} by " + " and ".join(f"`{shlex.join(r.overrides[:-1])}`" for r in rs)
+        for path, rs in shared.items()
+    )
+    raise ProbeError(
+        f"{len(shared)} result file(s) would be written by more than one run: {listed}. Give "
+        "each variant its own result path: results_dir=DIR in the variant (one results tree "
+        "per variant, the feature cache shared) or encoder.name=NAME (a new name for the "
+        "encoder row; its features are cached under that name)"
+    )
 
 
 def plan(runs: list[Run], *, force: bool) -> tuple[list[Run], list[Run]]:

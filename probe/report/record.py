@@ -15,9 +15,9 @@ from probe.core.io import write_json_atomic
 DEFAULT_FEATURE = "pooler_output"
 NORMALIZE_TAGS = ("l2",)
 REQUIRED_FIELDS = (
-    "encoder", "dataset", "metric", "score", "C", "search", "n_train", "n_val", "n_test",
-    "num_classes", "feature_dim", "backend", "seconds", "features", "config", "versions",
-    "git", "created",
+    "encoder", "dataset", "metric", "score", "top5", "head", "C", "search", "n_train", "n_val",
+    "n_test", "num_classes", "feature_dim", "backend", "dtype", "weights", "seconds", "features",
+    "config", "versions", "git", "created",
 )  # fmt: skip
 
 

@@ -5,7 +5,8 @@ A table config names rows and columns, one of them encoders and the other datase
 difference. Results come from `{results_dir}/{encoder}/{dataset}.json` files; the fields
 inside the file (not its path) say which cell it fills. A file that claims a cell another
 file already claims is an error; a result scored with another metric than the protocol's for
-its dataset is refused (listed, never mixed in).
+its dataset is refused (listed, never mixed in). A result that is not a plain protocol run
+(`flags`) fills its cell with the reasons attached, which the text marks with a dagger.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
 from probe.report.record import name_overrides
+from probe.report.tables.flags import protocol_flags
 
 log = logging.getLogger(__name__)
 # top-level folders of a results dir that hold no result JSONs
@@ -82,6 +84,7 @@ class Result:
     metric: str
     score: float
     path: Path
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Published:
 class Cell:
     ours: float | None = None
     published: float | None = None
+    path: Path | None = None  # the result file of `ours`
+    flags: list[str] = field(default_factory=list)  # why it is not a plain protocol run
 
     @property
     def diff(self) -> float | None:
@@ -127,7 +132,7 @@ def _parse_result(path: Path) -> tuple[Result | None, str | None]:
     if not isinstance(score, (int, float)) or isinstance(score, bool) or "metric" not in data:
         return None, f"{path}: a result without a numeric `score` and a `metric`"
     enc, ds, metric = (str(data[k]) for k in ("encoder", "dataset", "metric"))
-    return Result(enc, ds, metric, float(score), path), None
+    return Result(enc, ds, metric, float(score), path, data), None
 
 
 def scan_results(results_dirs: list[str | Path]) -> tuple[list[Result], list[str]]:
@@ -234,7 +239,7 @@ def build_table(
             if res is None:
                 table.missing.append((enc, ds, fill_command(enc, ds, results_dirs[0])))
             else:
-                cell.ours = res.score
+                cell.ours, cell.path, cell.flags = res.score, res.path, protocol_flags(res.record)
             if pub and pub.source not in table.sources:
                 table.sources.append(pub.source)
             if pub and pub.note:

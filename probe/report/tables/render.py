@@ -1,9 +1,11 @@
 """Markdown, CSV and LaTeX text of a table, formatted as the paper does.
 
 Two decimals; a dash for a missing score; the best score per row (or per column, for tables
-whose rows are encoders) in bold, ours and published each compared among themselves.
-Below the markdown table: the missing cells with the command that fills each, refused and
-unreadable result files, and the sources of the published numbers.
+whose rows are encoders) in bold, ours and published each compared among themselves. A score
+that is not a plain protocol run carries a dagger (the character in markdown, `$^{\\dagger}$`
+in LaTeX) and is listed under the table with its file and the reasons. Below the markdown
+table: the missing cells with the command that fills each, refused and unreadable result
+files, and the sources of the published numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 from probe.report.tables.data import TableData
 
 KINDS = ("ours", "published")
+DAGGER = "\u2020"  # marks a score that is not a plain protocol run; reasons under the table
 
 
 def fmt(value: float | None, *, signed: bool = False) -> str | None:
@@ -49,7 +52,9 @@ def _header(table: TableData) -> list[str]:
     return head
 
 
-def _row_text(table: TableData, row: str, best: set, *, bold: str, dash: str) -> list[str]:
+def _row_text(
+    table: TableData, row: str, best: set, *, bold: str, dash: str, dagger: str
+) -> list[str]:
     out = [table.layout.label(row)]
     for col in table.layout.cols:
         cell = table.cells[(row, col)]
@@ -57,13 +62,31 @@ def _row_text(table: TableData, row: str, best: set, *, bold: str, dash: str) ->
             text = fmt(getattr(cell, kind))
             if text is not None and (row, col, kind) in best:
                 text = bold.format(text)
+            if text is not None and kind == "ours" and cell.flags:
+                text += dagger
             out.append(text or dash)
         out.append(fmt(cell.diff, signed=True) or dash)
     return out
 
 
+def flagged(table: TableData) -> list[tuple[str, str, str, list[str]]]:
+    """(encoder label, dataset label, result file, reasons) of each flagged cell, in order."""
+    lay, out = table.layout, []
+    for row in lay.rows:
+        for col in lay.cols:
+            cell = table.cells[(row, col)]
+            if cell.ours is not None and cell.flags:
+                enc, ds = lay.cell_key(row, col)
+                out.append((lay.label(enc), lay.label(ds), str(cell.path), cell.flags))
+    return out
+
+
 def notes_markdown(table: TableData) -> str:
     lines: list[str] = []
+    marked = flagged(table)
+    if marked:
+        lines += ["", f"{DAGGER} Not a plain protocol run ({len(marked)}):"]
+        lines += [f"- {e} on {d} (`{p}`): {'; '.join(r)}" for e, d, p, r in marked]
     if table.missing:
         lines += ["", f"Missing ({len(table.missing)}), each filled by the command after it:"]
         lines += [f"- {enc} on {ds}: `{cmd}`" for enc, ds, cmd in table.missing]
@@ -91,7 +114,8 @@ def to_markdown(table: TableData) -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for row in table.layout.rows:
-        lines.append("| " + " | ".join(_row_text(table, row, best, bold="**{}**", dash="-")) + " |")
+        cells = _row_text(table, row, best, bold="**{}**", dash="-", dagger=DAGGER)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + notes_markdown(table) + "\n"
 
 
@@ -113,7 +137,10 @@ def to_csv(table: TableData) -> str:
     return buf.getvalue()
 
 
-_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$"}
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "\\": r"\textbackslash{}"}  # fmt: skip
+TEX_DAGGER = r"$^{\dagger}$"
 
 
 def tex_escape(text: str) -> str:
@@ -138,7 +165,19 @@ def to_latex(table: TableData) -> str:
         r"\midrule",
     ]
     for row in lay.rows:
-        cells = _row_text(table, row, best, bold=r"\textbf{{{}}}", dash="--")
+        cells = _row_text(table, row, best, bold=r"\textbf{{{}}}", dash="--", dagger=TEX_DAGGER)
         lines.append(" & ".join([tex_escape(cells[0]), *cells[1:]]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines + _tex_flag_notes(table) + [""])
+
+
+def _tex_flag_notes(table: TableData) -> list[str]:
+    """Below the tabular, visible: each flagged cell, its result file and the reasons."""
+    marked = flagged(table)
+    if not marked:
+        return []
+    lines = [r"\par\smallskip{\footnotesize" + TEX_DAGGER + " not a plain protocol run:"]
+    for enc, ds, path, reasons in marked:
+        what = tex_escape(f"{enc} on {ds}") + r" (\texttt{" + tex_escape(path) + "}): "
+        lines.append(r"\\" + what + tex_escape("; ".join(reasons)))
+    return [*lines, "}"]
