@@ -112,12 +112,13 @@ def test_open_clip_loads_the_pinned_commit(hub, tmp_path: Path) -> None:
     """open_clip fetches through hf_hub_download at encoder.revision: the pinned commit's
     weights are the ones loaded, even after `main` moved on."""
     import open_clip
-    from test_encoders import _tiny_open_clip
+    from tiny import RES, WIDTH
+    from tiny import _open_clip as _tiny_open_clip
 
     torch.manual_seed(0)
     first = hub.publish("probe-test/tiny-open-clip", _tiny_open_clip(tmp_path / "a"))
     cfg = compose_cfg(["encoder=dfn5b_h14", "encoder.model=probe-test/tiny-open-clip",
-                       "encoder.resolution=32"])  # fmt: skip
+                       f"encoder.resolution={RES}", f"encoder.width={WIDTH}"])  # fmt: skip
     pinned, weights = pin_encoder(cfg)
     assert weights["commit"] == first and pinned.encoder.revision == first
     torch.manual_seed(1)

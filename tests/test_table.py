@@ -212,7 +212,7 @@ def flagged_results(root: Path) -> dict[str, Path]:
                                                    "max_iter": 7}}},
         "birdsnap": {"config": {**plain, "encoder": {**plain["encoder"], "feature": "cls"}}},
         "sun397": {"dtype": "bfloat16"},  # bf16 on the CPU: not what `auto` means there
-        "dtd": {"config": {**plain, "probe": {**plain["probe"], "normalize": True}}},
+        "dtd": {"config": {**plain, "probe": {**plain["probe"], "whiten": True}}},
         # plain: bf16 autocast is what `auto` means on a GPU; speed knobs are not settings
         "pets": {"device": "cuda", "dtype": "bfloat16"},
         "caltech101": {"config": {**plain, "probe": {**plain["probe"], "stack": True,
@@ -241,7 +241,7 @@ def test_cells_not_from_plain_protocol_runs_carry_a_dagger(tmp_path: Path) -> No
         f"probe.tol={tol * 10}",
         "Birdsnap": "encoder.feature=cls (configs/encoder/mlcd_l14.yaml: pooler_output)",
         "SUN397": "features computed in bfloat16 (encoder config dtype auto: float32 on cpu)",
-        "DTD": "probe.normalize=True (configs/probe/torch.yaml: null)",
+        "DTD": "probe.whiten=True (configs/probe/torch.yaml: null)",
     }
     for label, why in reasons.items():
         assert md_row(md, label)[1] == "80.00\u2020", label
