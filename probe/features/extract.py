@@ -6,6 +6,8 @@ large the split is. The split is cut into shards; each finished shard is recorde
 hash, so a killed extraction resumes from the last finished shard. Batches never straddle a
 shard, so the batches (and the bits) are the same whether a split is extracted in one go,
 resumed, or spread over torchrun ranks. One process per entry: the others wait on its lock.
+A SIGTERM (SLURM's cancel, preemption, requeue, time limit) stops it at the next shard
+boundary (`probe.core.preempt`): what is recorded is whole, and a rerun resumes from there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from probe.core import preempt
 from probe.core.errors import ProbeError
 from probe.core.io import save_npy_atomic
 from probe.datasets.base import Split
@@ -69,25 +72,42 @@ def extract_split(
             raise ProbeError(plan["error"]) if ctx.main else ProbeError(f"{desc}: rank 0 failed")
         if plan.get("cached"):
             return entry.meta() or {}
-        start = time.perf_counter()
-        error = None
-        try:
-            _fill(encoder, split, entry, key=plan["key"], todo=plan["todo"][ctx.rank :: ctx.world],
-                  batch_size=batch_size, num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
-            error = err
-        ok = all_ok(error is None, ctx)
-        if error is not None:
-            raise error
-        if not ok:
-            raise ProbeError(f"{desc}: another rank failed; see its log")
-        meta = _finish(split, entry, key=plan["key"], seconds=time.perf_counter() - start,
-                       desc=desc) if ctx.main else {}  # fmt: skip
-        barrier(ctx)
-        return meta
+        with preempt.deferred(desc):  # from here a SIGTERM stops at the next shard boundary
+            return _fill_and_finish(encoder, split, entry, plan=plan, batch_size=batch_size,
+                                    num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
     finally:
         if lock is not None:
             lock.release()
+
+
+def _fill_and_finish(
+    encoder: Encoder,
+    split: Split,
+    entry: CacheEntry,
+    *,
+    plan: dict[str, Any],
+    batch_size: int,
+    num_workers: Any,
+    desc: str,
+    ctx: Context,
+) -> dict[str, Any]:
+    """Every rank writes its shards; once all have, rank 0 writes labels and meta.json."""
+    start = time.perf_counter()
+    error = None
+    try:
+        _fill(encoder, split, entry, key=plan["key"], todo=plan["todo"][ctx.rank :: ctx.world],
+              batch_size=batch_size, num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
+        error = err
+    ok = all_ok(error is None, ctx)
+    if error is not None:
+        raise error
+    if not ok:
+        raise ProbeError(f"{desc}: another rank failed; see its log")
+    meta = _finish(split, entry, key=plan["key"], seconds=time.perf_counter() - start,
+                   desc=desc) if ctx.main else {}  # fmt: skip
+    barrier(ctx)
+    return meta
 
 
 def _plan(
@@ -183,6 +203,11 @@ def _fill(
             pending = launched
         if pending is not None:
             bar.update(_land(*pending, writer=writer, key=key, desc=desc))
+    except Exception:
+        # SIGTERM reaches the workers too where they are not forked (or SLURM kills them):
+        # their death is then part of the stop, not an error of its own
+        preempt.checkpoint(f"{desc}: stopped while a shard was being written (it is redone)")
+        raise
     finally:
         bar.close()
         writer.close()
@@ -208,6 +233,8 @@ def _land(
     writer.write(a, out)
     if b == rows[1]:
         writer.end_shard(shard, *rows)
+        preempt.checkpoint(f"{desc}: stopped at a shard boundary, after recording rows "
+                           f"{rows[0]}-{rows[1] - 1} (shard {shard})")  # fmt: skip
     return b - a
 
 
