@@ -42,3 +42,23 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None):
         [sys.executable, "-m", "probe", *args],
         capture_output=True, text=True, cwd=cwd or REPO, env=full_env, timeout=600,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM (tests/slurm_cluster.py), started once per test session."""
+    from slurm_cluster import SlurmCluster, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(f"no SLURM test cluster: {why}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The session's cluster, emptied after each test so a leftover job cannot block the next."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
