@@ -77,9 +77,9 @@ def host_resources() -> dict[str, str]:
 class SlurmCluster:
     """One controller, one node (this host), one partition `cpu`: no GPUs, no accounting."""
 
-    def __init__(self, root: Path, *, kill_wait: int = 5, cred_expire: int = 10) -> None:
+    def __init__(self, root: Path, *, kill_wait: int = 30, cred_expire: int = 10) -> None:
         self.root = Path(root)
-        self.kill_wait = kill_wait
+        self.kill_wait = kill_wait  # SLURM's default: a stopping run exits well within it
         self.cred_expire = cred_expire  # also how long a requeued job waits (slurm.conf(5))
         self.procs: dict[str, subprocess.Popen] = {}
         self.conf = self.root / "etc" / "slurm.conf"
