@@ -24,6 +24,7 @@ def test_every_encoder_wants_a_gpu_unless_it_runs_no_network(encoder: str) -> No
     assert not needs_gpu(compose_cfg([f"encoder={encoder}", "device=cpu", "probe=sklearn"]))
     assert needs_gpu(compose_cfg([f"encoder={encoder}", "device=cuda"]))
     assert needs_gpu(compose_cfg([f"encoder={encoder}", "device=cpu", "probe=cuml"]))
+    assert not needs_gpu(compose_cfg([f"encoder={encoder}", "stage=probe"]))  # cached features
 
 
 def test_a_cpu_grid_asks_for_no_gpu_and_the_cpu_default_memory() -> None:

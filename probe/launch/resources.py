@@ -54,12 +54,13 @@ class TaskResources:
 
 
 def needs_gpu(run: DictConfig) -> bool:
-    """Whether a composed run wants a GPU: `device=cuda...`; or `device=auto` with an encoder
-    that runs a network; or a GPU-only probe backend (cuML)."""
+    """Whether a composed run wants a GPU: `device=cuda...`; a GPU-only probe backend (cuML);
+    or `device=auto` with an encoder that runs a network, unless the run only probes."""
     device = str(run.get("device", "auto"))
     if run.probe.get("_target_") in GPU_PROBES or device.startswith("cuda"):
         return True
-    return device == "auto" and run.encoder.get("_target_") not in CPU_ENCODERS
+    extracts = run.get("stage", "all") != "probe"
+    return extracts and device == "auto" and run.encoder.get("_target_") not in CPU_ENCODERS
 
 
 def memory_gb(run: DictConfig, *, gpu: bool) -> int:
