@@ -138,7 +138,6 @@ class SlurmCluster:
             "OverSubscribe=FORCE:2",
         ]
         self.conf.write_text("\n".join(lines) + "\n")
-        self.cpus, self.memory_mb = int(res["CPUs"]), int(res["RealMemory"])
 
     # -- daemons -----------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str]) -> None:
