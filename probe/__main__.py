@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from probe.core.errors import ProbeError, exit_on_probe_error
 from probe.core.paths import config_dir
+from probe.core.preempt import exit_on_preemption
 
 log = logging.getLogger("probe")
 # An absolute path makes Hydra find the shipped configs whatever the working directory is
@@ -27,11 +28,11 @@ if int(os.environ.get("WORLD_SIZE", "1")) > 1:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    from probe.run import run
-
     if int(os.environ.get("RANK", "0")) > 0:  # rank 0 speaks for a torchrun job
         logging.getLogger("probe").setLevel(logging.WARNING)
-    with exit_on_probe_error(log):
+    with exit_on_probe_error(log), exit_on_preemption(log):  # SIGTERM: exit 143, see preempt.py
+        from probe.run import run
+
         record = run(cfg)
     if record is None:
         log.info("stage=extract done: features cached under %s", cfg.cache_dir)

@@ -65,3 +65,23 @@ def run_cli_without(package: str, args: list[str], cwd: Path):
     (shadow / "__init__.py").write_text(f"raise ImportError(\"No module named '{package}'\")\n")
     pythonpath = os.pathsep.join([str(REPO), str(shadow.parent)])
     return run_cli(args, cwd=cwd, env={"PYTHONPATH": pythonpath})
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM (tests/slurm_cluster.py), started once per test session."""
+    from slurm_cluster import SlurmCluster, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(f"no SLURM test cluster: {why}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The session's cluster, emptied after each test so a leftover job cannot block the next."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()

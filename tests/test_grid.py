@@ -158,7 +158,9 @@ def test_grid_cli_prints_the_sbatch_command(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     task_file = tmp_path / "r" / "tasks" / "two.txt"
-    assert f"sbatch --array=1-2%1 slurm/probe_array.sbatch {task_file}" in proc.stdout
+    # pixels runs need no GPU: the command asks for none and the default memory of CPU runs
+    flags = "--gres=none --mem=16G --requeue"
+    assert f"sbatch --array=1-2%1 {flags} slurm/probe_array.sbatch {task_file}" in proc.stdout
     assert "2 runs to do, 0 already done" in proc.stdout
     assert not list(REPO.glob("probe.grid.log")) and not (REPO / "outputs").exists()
 

@@ -87,6 +87,9 @@ def _write_atomic(path: str | Path, write: Any) -> Path:
     except OSError as err:
         unlink_quietly(tmp)
         raise disk_error(err, path) from err
+    except BaseException:  # a stop (SIGTERM, Ctrl-C) mid-write: the old file stays, no temp
+        unlink_quietly(tmp)
+        raise
     fsync_dir(path.parent)
     return path
 

@@ -8,6 +8,8 @@ shard, so the batches (and the bits) are the same whether a split is extracted i
 resumed, or spread over torchrun ranks. One process per entry: the others wait on its lock.
 Several entries (the feature kinds of one encoder) fill from one pass over the images: each
 keeps its own shards and records, and a batch is written to every entry still missing it.
+A SIGTERM (SLURM's cancel, preemption, requeue, time limit) stops it at the next shard
+boundary (`probe.core.preempt`): what is recorded is whole, and a rerun resumes from there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from probe.core import preempt
 from probe.core.errors import ProbeError
 from probe.core.io import save_npy_atomic
 from probe.datasets.base import Split
@@ -74,8 +77,9 @@ def extract_entries(
             raise ProbeError(plan["error"]) if ctx.main else ProbeError(f"{desc}: rank 0 failed")
         todo = {k: entries[k] for k in plan["keys"]}
         if todo:
-            _run(encoder, split, todo, plan=plan, batch_size=batch_size, num_workers=num_workers,
-                 desc=desc, ctx=ctx)  # fmt: skip
+            with preempt.deferred(desc):  # from here a SIGTERM stops at the next shard boundary
+                _run(encoder, split, todo, plan=plan, batch_size=batch_size,
+                     num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
         return {k: e.meta() or {} for k, e in entries.items()}
     finally:
         for lock in reversed(locks):
@@ -223,6 +227,11 @@ def _fill(
             pending = launched
         if pending is not None:
             bar.update(_land(*pending, **land))
+    except Exception:
+        # SIGTERM reaches the workers too where they are not forked (or SLURM kills them):
+        # their death is then part of the stop, not an error of its own
+        preempt.checkpoint(f"{desc}: stopped while a shard was being written (it is redone)")
+        raise
     finally:
         bar.close()
         for writer in writers.values():
@@ -253,6 +262,9 @@ def _land(
         writer.write(a, out[:, start:stop])
         if b == rows[1]:
             writer.end_shard(shard, *rows)
+    if b == rows[1]:
+        preempt.checkpoint(f"{desc}: stopped at a shard boundary, after recording rows "
+                           f"{rows[0]}-{rows[1] - 1} (shard {shard})")  # fmt: skip
     return b - a
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -42,6 +42,7 @@ class Run:
 
     overrides: tuple[str, ...]
     result: Path
+    config: DictConfig | None = field(default=None, compare=False, repr=False)  # as composed
 
     def line(self) -> str:
         return shlex.join(self.overrides) + RESULT_MARK + str(self.result)
@@ -95,7 +96,7 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
         except (HydraException, OmegaConfBaseException) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))
             continue
-        out.append(Run(overrides=tuple(overrides), result=path))
+        out.append(Run(overrides=tuple(overrides), result=path, config=cfg))
     if problems:
         listed = "; ".join(f"{msg} (e.g. `{run}`)" for msg, run in problems.items())
         raise ProbeError(
@@ -136,14 +137,18 @@ def write_tasks(path: str | Path, todo: list[Run]) -> Path:
     return write_text_atomic(path, "".join(r.line() + "\n" for r in todo))
 
 
-def sbatch_command(task_file: Path, n: int, *, parallel: int, force: bool) -> str:
+def sbatch_command(
+    task_file: Path, n: int, *, parallel: int, force: bool, flags: Iterable[str] = ()
+) -> str:
+    """The submit command; `flags` (the grid's resources) win over the script's #SBATCH lines."""
     path = slurm_script()
     script = os.path.relpath(path)
     if script.startswith(".."):
         script = str(path)
     export = " --export=ALL,PROBE_FORCE=1" if force else ""
+    extra = "".join(f" {shlex.quote(f)}" for f in flags)
     return (
-        f"sbatch --array=1-{n}%{max(1, min(int(parallel), n))}{export} "
+        f"sbatch --array=1-{n}%{max(1, min(int(parallel), n))}{export}{extra} "
         f"{shlex.quote(script)} {shlex.quote(str(task_file))}"
     )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +52,18 @@ def name_overrides(name: str) -> list[str]:
 
 
 def versions() -> dict[str, str | None]:
+    """Library versions for the record, read from the installed distributions' metadata: a
+    run that never imported transformers (pixels, say) need not pay ~2 s to import it here."""
     out: dict[str, str | None] = {"probe": __version__, "python": platform.python_version()}
     for mod, key in (
         ("torch", "torch"),
         ("transformers", "transformers"),
         ("sklearn", "scikit-learn"),
     ):
+        loaded = sys.modules.get(mod)
         try:
-            out[key] = __import__(mod).__version__
-        except ImportError:
+            out[key] = loaded.__version__ if loaded else metadata.version(key)
+        except metadata.PackageNotFoundError:
             out[key] = None
     return out
 
