@@ -264,7 +264,7 @@ def test_working_basis_needs_far_fewer_passes_than_plain_lbfgs() -> None:
     assert fit.converged and ref.converged
     plain_obj = 0.5 * float((ref.theta[:, :-1] ** 2).sum()) + C * n * ref.loss
     assert objective(X, y, fit.coef, fit.intercept, C) <= plain_obj * (1 + 1e-9)
-    assert passes["ours"] * 1.5 <= passes["plain"], passes  # measured: 22 against 41
+    assert passes["ours"] * 1.5 <= passes["plain"], passes  # measured: 26 against 54
 
 
 def test_warm_started_fits_still_iterate_and_match_cold() -> None:
@@ -480,7 +480,8 @@ def test_cuml_on_gpu_matches_the_optimum() -> None:
     for C in (0.1, 10.0):
         fit = CumlSolver().fit(X, y, C=C, num_classes=5)
         ref = TIGHT.fit(X, y, C=C, num_classes=5)
-        assert rel_gap(objective(X, y, fit.coef, fit.intercept, C), ref.objective) < 1e-4
+        assert abs(rel_gap(fit.objective, ref.objective)) < 1e-9
+        assert fit.converged, fit.grad_max  # cuML's own stop at our tol implies the paper's
 
 
 def test_solver_benchmark_runs_and_prints_the_table(capsys, tmp_path) -> None:

@@ -126,5 +126,9 @@ def refit_and_test(
 ) -> tuple[float, Fit]:
     fit = solver.fit(train[0], train[1], C=C, num_classes=num_classes, init=init)
     if not fit.converged:
-        log.warning("final fit at C=%.3g did not converge in %d iterations", C, fit.iterations)
+        log.warning(
+            "final fit at C=%.3g did not converge in %d iterations (max |gradient| %.3g, "
+            "above probe.tol)", C, fit.iterations, fit.grad_max if fit.grad_max is not None
+            else float("nan"),
+        )  # fmt: skip
     return score(solver.predict(fit, test[0]), test[1], metric), fit
