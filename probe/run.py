@@ -109,7 +109,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "head": head,  # the .npz beside this file: head, test predictions, its SHA-256
         "C": found.best_C,
         "search": found.records,
-        "final_fit": {"converged": final.converged, "iterations": final.iterations},
+        "final_fit": {
+            "converged": final.converged,
+            "iterations": final.iterations,
+            "grad_max": final.grad_max,
+        },
         "converged": bool(final.converged and all(r["converged"] for r in found.records)),
         "n_train": len(train[1]),
         "n_val": len(val[1]),

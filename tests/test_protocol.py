@@ -76,7 +76,24 @@ def test_warm_start_interpolates_the_path_between_fitted_neighbours() -> None:
     mid = _warm_start(done, 42)  # a quarter of the way from 40 to 48 in log C
     np.testing.assert_allclose(mid.coef, 1.5)
     assert mid.intercept[0] == pytest.approx(1.5) and np.isneginf(mid.intercept[1])
-    assert mid.C == done[40].C  # counts as a start from below
+    # fitted at no C: not labelled with a neighbour's (it is made for C = GRID[42] itself)
+    assert mid.C is None and mid.iterations == 0 and not mid.converged
+
+
+def test_torch_takes_an_interpolated_start_over_a_farther_fit() -> None:
+    """The torch solver picks among the protocol's start and a round's earlier fits by C; an
+    interpolated start (C=None) is made for this C and wins over any fitted neighbour."""
+    from probe.solvers.torch_solver import _closest_below
+
+    def fit(C):
+        return Fit(coef=np.zeros((2, 1)), intercept=np.zeros(2), iterations=1, converged=True,
+                   C=C)  # fmt: skip
+
+    mid = Fit(coef=np.ones((2, 1)), intercept=np.zeros(2), iterations=0, converged=False)
+    earlier = [fit(1.0), fit(3.0)]
+    assert _closest_below(2.0, mid, earlier) is mid
+    assert _closest_below(2.0, fit(0.5), earlier) is earlier[0]  # the largest C not above
+    assert _closest_below(2.0, None, []) is None
 
 
 def test_metrics() -> None:

@@ -39,8 +39,9 @@ def _warm_start(done: dict[int, Fit], k: int) -> Fit | None:
 
     Between two fitted points (every refinement round) the regularisation path is
     interpolated linearly in log C, which lands far closer to the new optimum than either
-    neighbour; otherwise the fit at the closest smaller C. Backends that cold-start
-    (scikit-learn, cuML) ignore it; the fitted optimum does not depend on it.
+    neighbour; otherwise the fit at the closest smaller C. An interpolated start was fitted
+    at no C, so it carries none (`C=None`): a backend takes it as made for this very point.
+    Backends that cold-start (scikit-learn, cuML) ignore it; the optimum does not depend on it.
     """
     below = [j for j in done if j < k]
     above = [j for j in done if j > k]
@@ -54,7 +55,7 @@ def _warm_start(done: dict[int, Fit], k: int) -> Fit | None:
     keep = np.isfinite(lo.intercept) & np.isfinite(hi.intercept)
     intercept = np.where(keep, (1 - w) * lo.intercept + w * hi.intercept, lo.intercept)
     coef = (1 - w) * np.asarray(lo.coef) + w * np.asarray(hi.coef)
-    return Fit(coef=coef, intercept=intercept, iterations=0, converged=False, C=lo.C)
+    return Fit(coef=coef, intercept=intercept, iterations=0, converged=False, C=None)
 
 
 def search(
@@ -89,6 +90,7 @@ def search(
                 "val_score": scores[k],
                 "converged": bool(fit.converged),
                 "iterations": int(fit.iterations),
+                "grad_max": fit.grad_max,  # the certificate behind `converged` (solvers.base)
             }
             res.records.append(rec)
             log.info(
@@ -124,5 +126,9 @@ def refit_and_test(
 ) -> tuple[float, Fit]:
     fit = solver.fit(train[0], train[1], C=C, num_classes=num_classes, init=init)
     if not fit.converged:
-        log.warning("final fit at C=%.3g did not converge in %d iterations", C, fit.iterations)
+        log.warning(
+            "final fit at C=%.3g did not converge in %d iterations (max |gradient| %.3g, "
+            "above probe.tol)", C, fit.iterations, fit.grad_max if fit.grad_max is not None
+            else float("nan"),
+        )  # fmt: skip
     return score(solver.predict(fit, test[0]), test[1], metric), fit

@@ -3,6 +3,6 @@ many. Each config in `configs/probe/` names one backend's `build` via `_target_`
 arrays only; may import `core`.
 """
 
-from probe.solvers.base import Fit, Solver, objective
+from probe.solvers.base import Certificate, Fit, Solver, certify, objective
 
-__all__ = ["Fit", "Solver", "objective"]
+__all__ = ["Certificate", "Fit", "Solver", "certify", "objective"]

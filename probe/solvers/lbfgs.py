@@ -9,12 +9,12 @@ shared L-BFGS over all heads converges far worse, see docs/solvers.md).
 
 The objective per head is scikit-learn's, scaled by 1/(C N) (same minimiser):
     f(W, b) = mean_i logloss_i + ||W||^2 / (2 C N)      (b unregularised)
-and the stopping rule is scipy's as sklearn calls it: max |grad f| <= gtol, or a relative
-decrease of f below 64 machine epsilons. A head may run in transformed coordinates (the
-caller's preconditioning): then `HeadSpec.grad_max` measures the rule in the original ones,
-and `reg` is per column. A head can continue from another's curvature pairs (`mem0`), which
-is how a float32 fit that reached its rounding floor is finished in float64 without
-restarting L-BFGS from a bare gradient step.
+and the stopping rule is scipy's as sklearn calls it: max |grad f| <= gtol, or (unless the
+caller sets `ftol=0`) a relative decrease of f below 64 machine epsilons. A head may run in
+transformed coordinates (the caller's preconditioning): then `HeadSpec.grad_max` measures
+the rule in the original ones, and `reg` is per column. A head can continue from another's
+curvature pairs (`mem0`), which is how a float32 fit that reached its rounding floor is
+finished in float64 without restarting L-BFGS from a bare gradient step.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ class HeadSpec:
     # the stopping rule's max |gradient|, in the caller's original coordinates when the head
     # runs in transformed ones (default: max |g| of the gradient the head sees)
     grad_max: Callable[[torch.Tensor], float] | None = None
+    ftol: float = FTOL  # relative decrease that ends the head; 0: only the gradient rule does
+    # relative change of f below which the line search trusts slopes, not values (the
+    # approximate Wolfe conditions of Hager and Zhang): near the optimum of a large problem
+    # the decrease the rule still needs is below float64's resolution of f; 0: never
+    flat: float = 0.0
 
     def gmax(self, g: torch.Tensor) -> float:
         return float(g.abs().max()) if self.grad_max is None else self.grad_max(g)
@@ -129,8 +134,18 @@ def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
                 mem.pop(0)
         decrease = (f - new_f) / max(abs(f), abs(new_f), 1.0)
         theta, f, g, ev = new_theta, new_f, new_g, new_ev
-        if decrease <= FTOL:
+        if spec.ftol > 0 and decrease <= spec.ftol:
             return HeadResult(theta, it, True, ev[0], spec.gmax(g), mem, ev)
+
+
+def _sufficient(spec: HeadSpec, f0: float, dg0: float, step: float, f: float, slope: float):
+    """(sufficient decrease?, judged by slopes?). By values: Armijo. Where the change of f is
+    within `spec.flat` of rounding: the approximate Armijo condition, slope <= (2 C1 - 1)
+    dg0, i.e. the secant of the slopes predicts a decrease of at least C1 step |dg0|."""
+    finite = f == f and f < float("inf")
+    if finite and spec.flat and abs(f - f0) <= spec.flat * max(abs(f0), 1.0):
+        return slope <= (2.0 * C1 - 1.0) * dg0, True
+    return finite and f <= f0 + C1 * step * dg0, False
 
 
 def _line_search(spec: HeadSpec, theta: Point, f0: float, d: Point, dg0: float, step: float):
@@ -146,19 +161,20 @@ def _line_search(spec: HeadSpec, theta: Point, f0: float, d: Point, dg0: float, 
         trial = theta + step * d
         ev = yield trial
         f, g = _objective(spec, trial, ev)
-        if not (f == f and f < float("inf")) or f > f0 + C1 * step * dg0:
+        slope = float((g * d).sum())
+        ok, by_slopes = _sufficient(spec, f0, dg0, step, f, slope)
+        if not ok:
             if spec.noise and -step * dg0 < spec.noise * max(abs(f0), 1.0):
                 return best  # the decrease sought is below the rounding noise of f
             hi = step
-            if lo == 0.0 and f == f and f < float("inf"):  # quadratic interpolation, safeguarded
-                denom = 2.0 * (f - f0 - dg0 * step)
+            if lo == 0.0 and not by_slopes and f == f and f < float("inf"):
+                denom = 2.0 * (f - f0 - dg0 * step)  # quadratic interpolation, safeguarded
                 guess = -dg0 * step * step / denom if denom > 0 else 0.5 * step
                 step = min(max(guess, 0.1 * step), 0.5 * step)
             else:
                 step = 0.5 * (lo + hi)
             continue
         best = (trial, f, g, ev)
-        slope = float((g * d).sum())
         if slope < C2 * dg0:  # too short: the slope is still steep
             if hi == float("inf"):
                 grow = (lo - step) * slope / (slope - dlo) if slope > dlo else float("inf")

@@ -40,7 +40,8 @@ class Resident:
             )
         remap = np.full(num_classes, -1, dtype=np.int64)
         remap[self.present] = np.arange(len(self.present))
-        self.y = torch.from_numpy(remap[np.asarray(y, dtype=np.int64)]).to(device)
+        self.labels = remap[np.asarray(y, dtype=np.int64)]  # on the host, for `certify`
+        self.y = torch.from_numpy(self.labels).to(device)
         self.device = device
         arr = writable_f32(X)
         # rotated in place below: copy whenever the tensor would still be the caller's array
@@ -51,8 +52,12 @@ class Resident:
         self.mean, self.basis, self.spectrum = _principal_axes(X32)
         _rotate_(X32, self.mean, self.basis)
         self.X = X32
-        self.g0: float | None = None
         self._x64: torch.Tensor | None = None
+
+    def certificate_rows(self) -> np.ndarray | torch.Tensor:
+        """The source features for the float64 certificate: the float64 copy on the device
+        if the float64 phase made one, else the source itself (converted chunk by chunk)."""
+        return self._x64 if self._x64 is not None else self.source
 
     def x64(self) -> torch.Tensor:
         """The source features in float64 and in their own coordinates, for the float64

@@ -1,28 +1,57 @@
-"""scikit-learn's `LogisticRegression` (L-BFGS): the reference backend the CLIP paper used."""
+"""scikit-learn's `LogisticRegression` (L-BFGS): the reference backend the CLIP paper used.
+
+The paper ran scikit-learn 0.2x, whose lbfgs minimised `sum loss + ||W||^2 / (2C)` with
+scipy's `pgtol = tol = 1e-4`. scikit-learn 1.4 and later minimise the *mean* loss instead
+(`_linear_loss.py`: `loss = loss.sum() / sw_sum`; `_logistic.py`:
+`l2_reg_strength = 1.0 / (C * sw_sum)`) and hand `tol` to scipy as `gtol` on that mean
+objective, whose gradient is the sum-scaled one divided by N. So the paper's rule is
+`tol = probe.tol / N` there, on float64 input (docs/solvers.md quotes the lines). scikit-learn
+1.3 still minimised the sum; we require 1.4 or later rather than carry both scales.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from typing import Any
 
 import numpy as np
 
 from probe.core.errors import ProbeError
-from probe.solvers.base import Fit, Solver, objective, start_gradient
+from probe.solvers.base import (
+    MAX_ITER,
+    TOL,
+    Fit,
+    Solver,
+    certified_fit,
+    check_budget,
+    refuse_removed,
+)
 
 log = logging.getLogger(__name__)
+MEAN_LOSS_SINCE = (1, 4)  # the first scikit-learn whose lbfgs minimises the mean loss
+
+
+def require_mean_loss_sklearn(version: str) -> None:
+    """The tolerance mapping assumes the mean-loss objective: refuse older scikit-learn."""
+    found = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    if found < MEAN_LOSS_SINCE:
+        raise ProbeError(
+            f"probe=sklearn needs scikit-learn >= 1.4 (found {version}): its tolerance is "
+            "mapped onto the mean-loss objective 1.4 introduced; pip install 'scikit-learn>=1.4'"
+        )
 
 
 class SklearnSolver(Solver):
     name = "sklearn"
 
-    def __init__(self, *, max_iter: int = 1000, tol: float = 1e-4, tol_relative: bool = True):
-        if max_iter <= 0 or tol <= 0:
-            raise ProbeError(f"probe.max_iter={max_iter} and probe.tol={tol} must be positive")
-        self.max_iter = max_iter
-        self.tol = tol
-        self.tol_relative = tol_relative
+    def __init__(self, *, max_iter: int = MAX_ITER, tol: float = TOL) -> None:
+        import sklearn
+
+        check_budget(max_iter=max_iter, tol=tol)
+        require_mean_loss_sklearn(sklearn.__version__)
+        self.max_iter, self.tol = max_iter, tol
 
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, C: float, num_classes: int, init: Fit | None = None
@@ -31,15 +60,13 @@ class SklearnSolver(Solver):
         from sklearn.linear_model import LogisticRegression
 
         X64 = np.asarray(X, dtype=np.float64)
-        tol = self.tol * start_gradient(X64, y, num_classes) if self.tol_relative else self.tol
-        model = LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter, tol=tol)
+        model = LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter,
+                                   tol=self.tol / len(y))  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X64, y)
-        return fit_from_model(
-            model, X64, y, C=C, num_classes=num_classes,
-            iterations=int(np.max(model.n_iter_)), max_iter=self.max_iter,
-        )  # fmt: skip
+        return fit_from_model(model, X64, y, C=C, num_classes=num_classes,
+                              iterations=int(np.max(model.n_iter_)), tol=self.tol)  # fmt: skip
 
 
 def fit_from_model(
@@ -50,18 +77,13 @@ def fit_from_model(
     C: float,
     num_classes: int,
     iterations: int,
-    max_iter: int,
+    tol: float,
+    device: str = "cpu",
 ) -> Fit:
-    """A `Fit` from any fitted model with sklearn's attributes (sklearn's own, or cuML's)."""
+    """A certified `Fit` from any fitted model with sklearn's attributes (sklearn's, cuML's)."""
     coef, intercept = _full_classes(model, num_classes, X.shape[1])
-    return Fit(
-        coef=coef,
-        intercept=intercept,
-        iterations=iterations,
-        converged=iterations < max_iter,
-        objective=objective(X, y, coef, intercept, C),
-        C=float(C),
-    )
+    return certified_fit(X, y, coef=coef, intercept=intercept, C=C, iterations=iterations,
+                         tol=tol, device=device)  # fmt: skip
 
 
 def _full_classes(model: Any, num_classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,5 +101,6 @@ def _full_classes(model: Any, num_classes: int, dim: int) -> tuple[np.ndarray, n
     return coef, intercept
 
 
-def build(*, max_iter: int = 1000, tol: float = 1e-4, tol_relative: bool = True, **_: Any):
-    return SklearnSolver(max_iter=max_iter, tol=tol, tol_relative=tol_relative)
+def build(*, max_iter: int = MAX_ITER, tol: float = TOL, **options: Any) -> SklearnSolver:
+    refuse_removed(options)
+    return SklearnSolver(max_iter=max_iter, tol=tol)

@@ -1,7 +1,11 @@
 """Our own multinomial logistic-regression solver (full-batch L-BFGS in torch, CPU or GPU).
 
 It minimises exactly scikit-learn's objective (0.5 ||W||^2 + C * sum of log-losses,
-intercept unregularised) and is checked against it. What makes it fast (docs/solvers.md):
+intercept unregularised) and is checked against it. A fit is done when the CLIP paper's
+gradient rule holds (`base`: max |grad of sum loss + ||W||^2/(2C)| <= tol, default 1e-4),
+certified in float64 on the source features at the end of each fit: float32 sums over a
+million rows cannot resolve 1e-4, so a float32 fit that fails the certificate is finished
+with float64 matmuls. What makes it fast (docs/solvers.md):
 - it works in the features' centred principal-axis basis (`resident.Resident`) with a
   diagonal scaling set from each head's current softmax curvature (`track.Track`): exact
   changes of variables under which L-BFGS needs 2 to 4 times fewer passes than on the raw
@@ -11,13 +15,13 @@ intercept unregularised) and is checked against it. What makes it fast (docs/sol
   float64 and only the step is multiplied in float32, so rounding scales with the step:
   the float32 phase reaches the gradient rule instead of stalling (a float64 finish remains
   for problems whose logits do not fit `CACHE_BYTES`);
-- warm starts along ascending C, with a stopping rule relative to the starting gradient, so
-  a warm start is never "already converged" at a tolerance the new C has not met;
+- warm starts along ascending C (a start that already meets the rule at the new C is a
+  converged fit after 0 iterations, as it would be for scipy);
 - on GPU, the C values of one search round are fitted together: stacked heads share each
   pass over X, each with its own L-BFGS state (on CPU a pass costs the same FLOPs either way,
   so there heads run one after another, each warm-started from the previous one);
 - rows are processed in chunks so the logits buffer stays within `chunk_mb`;
-- on GPU, TF32 matmuls for a warm-up phase only; the fit is always finished in float32.
+- on GPU, TF32 matmuls for a warm-up phase only; a fit ends in float32 or float64.
 Binary problems: scikit-learn fits one binomial row w (penalty 0.5 ||w||^2); the symmetric
 two-row softmax at C/2 has the same decision function, so that is what we fit.
 """
@@ -26,14 +30,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from probe.core.errors import ProbeError
-from probe.solvers.base import Fit, Solver
+from probe.solvers.base import (
+    MAX_ITER,
+    TOL,
+    Certificate,
+    Fit,
+    Solver,
+    certified_fit,
+    certify,
+    check_budget,
+    refuse_removed,
+)
 from probe.solvers.lbfgs import Eval, HeadSpec, Point, drive
 from probe.solvers.resident import Resident, writable_f32
 from probe.solvers.track import Track
@@ -65,25 +79,23 @@ class TorchSolver(Solver):
         self,
         *,
         device: str = "cpu",
-        max_iter: int = 1000,
-        tol: float = 1e-5,
-        tol_relative: bool = True,
+        max_iter: int = MAX_ITER,
+        tol: float = TOL,
         memory: int = 10,
         stack: str | bool = "auto",
         tf32: str | bool = "auto",
         chunk_mb: int = 1024,
     ) -> None:
-        if max_iter <= 0 or tol <= 0 or memory <= 0 or chunk_mb <= 0:
+        check_budget(max_iter=max_iter, tol=tol)
+        if memory <= 0 or chunk_mb <= 0:
             raise ProbeError(
-                f"probe.max_iter={max_iter}, probe.tol={tol}, probe.memory={memory} and "
-                f"probe.chunk_mb={chunk_mb} must all be positive"
+                f"probe.memory={memory} and probe.chunk_mb={chunk_mb} must both be positive"
             )
         self.device = str(device)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ProbeError(f"probe device={device} but no CUDA GPU is usable; use device=cpu")
         gpu = self.device.startswith("cuda")
         self.max_iter, self.tol, self.memory = max_iter, tol, memory
-        self.tol_relative = tol_relative
         self.stack = gpu if stack == "auto" else bool(stack)
         self.tf32 = gpu if tf32 == "auto" else bool(tf32) and gpu
         self.chunk_bytes = chunk_mb * 2**20
@@ -169,13 +181,14 @@ class TorchSolver(Solver):
             out.append((float(loss[j]) / p.n, g if scales is None else g * scales[j]))
         return out
 
-    def _gtol(self, p: Resident) -> float:
-        if not self.tol_relative:
-            return self.tol
-        if p.g0 is None:  # max |gradient| at W=0, b=0 in sklearn's scaling (base.start_gradient)
-            zero = torch.zeros(p.k, p.dim + 1, dtype=torch.float64, device=self.device)
-            p.g0 = float(p.grad_to_original(self._evaluate(p, [zero])[0][1]).abs().max())
-        return self.tol * p.g0
+    def _certifier(self, p: Resident, C: float) -> Callable[[Point], Certificate]:
+        """`base.certify` at a point in the working basis, on the source features."""
+
+        def at(theta: Point) -> Certificate:
+            w, b = (t.cpu().numpy() for t in p.from_work(theta))
+            return certify(p.certificate_rows(), p.labels, w, b, C, device=self.device)
+
+        return at
 
     # -- fitting --------------------------------------------------------------------------
     def _start(self, p: Resident, init: Fit | None) -> Point:
@@ -196,9 +209,9 @@ class TorchSolver(Solver):
         segments a head whose softmax curvature moved by more than 2x since its scaling was
         set is rescaled (an exact diagonal change of variables: memory and point carry over).
         """
-        gtol = self._gtol(p)
+        gtol = self.tol / p.n  # the rule on the mean-scaled gradient the heads see
         half = 0.5 if p.binary else 1.0  # binomial C == two-row softmax at C/2
-        tracks = [Track(p, 1.0 / (C * half * p.n), t) for C, t in zip(Cs, starts, strict=True)]
+        tracks = [Track(p, C, 1.0 / (C * half * p.n), t) for C, t in zip(Cs, starts, strict=True)]
         phases = [("tf32", 10.0 * gtol)] if self.tf32 else []
         for mode, tol in [*phases, ("float32", gtol), ("float64", gtol)]:
             live = [t for t in tracks if t.final is None]
@@ -208,7 +221,7 @@ class TorchSolver(Solver):
             noise = (NOISE_CACHED if cached else NOISE)[mode]
             while live:
                 specs = [t.spec(tol=tol, noise=noise, budget=min(SEGMENT, self.max_iter
-                         - t.iters), memory=self.memory) for t in live]  # fmt: skip
+                         - t.iters), memory=self.memory, mode=mode) for t in live]  # fmt: skip
 
                 def evaluate(points: list[Point], specs: list[HeadSpec], mode: str = mode):
                     return self._evaluate(p, points, mode=mode, scales=[h.scale for h in specs],
@@ -217,21 +230,22 @@ class TorchSolver(Solver):
                 with matmul_precision(mode == "tf32"):
                     out = drive(specs, evaluate) if self.stack else [
                         drive([h], evaluate)[0] for h in specs]  # fmt: skip
-                go_on = [t.absorb(r, h, gtol=gtol, mode=mode, max_iter=self.max_iter)
+                go_on = [t.absorb(r, h, gtol=gtol, tol=self.tol, mode=mode,
+                                  max_iter=self.max_iter, certify=self._certifier(p, t.C))
                          for t, h, r in zip(live, specs, out, strict=True)]  # fmt: skip
                 live = [t for t, more in zip(live, go_on, strict=True) if more]
-        return [(t.final, t.iters) for t in tracks]
+        return tracks
 
-    def _to_fit(self, p: Resident, result: Any, iterations: int, C: float, num_classes: int):
-        w, b = (t.cpu().numpy() for t in p.from_work(result.theta))
+    def _to_fit(self, p: Resident, track: Track, num_classes: int) -> Fit:
+        """The certified Fit (the certificate taken when the fit ended, or taken now)."""
+        w, b = (t.cpu().numpy() for t in p.from_work(track.final.theta))
         coef = np.zeros((num_classes, p.dim))
         intercept = np.full(num_classes, -np.inf)
         coef[p.present] = w
         intercept[p.present] = b
-        obj = 0.5 * float((w**2).sum()) + C * p.n * result.loss
-        return Fit(coef=coef, intercept=intercept, iterations=int(iterations),
-                   converged=bool(result.converged and iterations <= self.max_iter),
-                   objective=obj, C=float(C))  # fmt: skip
+        return certified_fit(p.certificate_rows(), p.y_source, coef=coef, intercept=intercept,
+                             C=track.C, iterations=track.iters, tol=self.tol, device=self.device,
+                             cert=track.cert)  # fmt: skip
 
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, C: float, num_classes: int, init: Fit | None = None
@@ -255,14 +269,13 @@ class TorchSolver(Solver):
 
     def _fit_many(self, p: Resident, Cs: Sequence[float], num_classes: int, inits: list) -> list:
         if self.stack:
-            results = self._solve(p, Cs, [self._start(p, i) for i in inits])
-            pairs = zip(results, Cs, strict=True)
-            return [self._to_fit(p, r, n, C, num_classes) for (r, n), C in pairs]
+            tracks = self._solve(p, Cs, [self._start(p, i) for i in inits])
+            return [self._to_fit(p, t, num_classes) for t in tracks]
         fits: list[Fit] = []
         for C, init in sorted(zip(Cs, inits, strict=True), key=lambda t: t[0]):
-            init = _closest_below(C, [init, *fits])
-            (r, n), = self._solve(p, [C], [self._start(p, init)])  # fmt: skip
-            fits.append(self._to_fit(p, r, n, C, num_classes))
+            init = _closest_below(C, init, fits)
+            (track,) = self._solve(p, [C], [self._start(p, init)])
+            fits.append(self._to_fit(p, track, num_classes))
         by_c = {f.C: f for f in fits}
         return [by_c[float(C)] for C in Cs]
 
@@ -308,15 +321,18 @@ def _previous_logits(p: Resident, caches: list[dict]) -> torch.Tensor:
     return torch.cat([z if z is not None else zero for z in parts], 1)
 
 
-def _closest_below(C: float, candidates: Sequence[Fit | None]) -> Fit | None:
-    """The warm start with the largest C not above this one (any start if none has a C)."""
-    known = [f for f in candidates if f is not None and f.C is not None and f.C <= C]
-    if known:
-        return max(known, key=lambda f: f.C)
-    return next((f for f in candidates if f is not None and f.C is None), None)
+def _closest_below(C: float, init: Fit | None, fits: Sequence[Fit]) -> Fit | None:
+    """The warm start for C: the protocol's own if it was made for this C (an interpolation
+    between fitted neighbours carries no C), else the fit with the largest C not above it
+    among the protocol's start and this round's earlier fits."""
+    if init is not None and init.C is None:
+        return init
+    known = [f for f in (init, *fits) if f is not None and f.C is not None and f.C <= C]
+    return max(known, key=lambda f: f.C) if known else None
 
 
 def build(*, name: str = "torch", normalize: str = "none", **options: Any) -> TorchSolver:
     """The config's keys are TorchSolver's options one to one (`name` only labels the config;
     `normalize` is applied to the features by the pipeline, before any solver sees them)."""
+    refuse_removed(options)
     return TorchSolver(**options)

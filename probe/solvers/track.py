@@ -11,21 +11,24 @@ memory all carry over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from probe.solvers.lbfgs import Eval, HeadSpec, Point
+from probe.solvers.base import Certificate
+from probe.solvers.lbfgs import FTOL, Eval, HeadSpec, Point
 from probe.solvers.resident import Resident
 
 FINISHING = ("float32", "float64")  # precisions a fit may end in (TF32 only warms up)
+FLAT = 1e-11  # float64: relative changes of f below this are judged by slopes (lbfgs.HeadSpec)
 
 
 class Track:
     """One C's fit across precision phases and segments, in scaled working coordinates."""
 
-    def __init__(self, p: Resident, reg: float, start: Point) -> None:
-        self.p, self.reg = p, reg
+    def __init__(self, p: Resident, C: float, reg: float, start: Point) -> None:
+        self.p, self.C, self.reg = p, float(C), reg
         self.curv = (1.0 - 1.0 / p.k) / p.k  # softmax curvature at uniform predictions
         self.scale = p.scale(reg, self.curv)
         self.theta = start / self.scale
@@ -34,25 +37,28 @@ class Track:
         self.state: dict = {}
         self.iters = 0
         self.final: Any = None
+        self.cert: Certificate | None = None  # the float64 certificate at `final`, if taken
 
     def enter_phase(self) -> None:
         """A new precision: evaluations and cached logits from another are not reused."""
         self.ev, self.state = None, {}
 
-    def spec(self, *, tol: float, noise: float, budget: int, memory: int) -> HeadSpec:
-        """The next segment's head, rescaled first if the curvature moved."""
+    def spec(self, *, tol: float, noise: float, budget: int, memory: int, mode: str) -> HeadSpec:
+        """The next segment's head, rescaled first if the curvature moved. In the last
+        precision only the gradient rule ends a fit (no relative-decrease stop)."""
         curv = self.state.get("curv", self.curv)
         if not 0.5 <= curv / self.curv <= 2.0:
             self._rescale(curv)
         p, scale = self.p, self.scale
+        last = mode == FINISHING[-1]
 
         def grad_max(g: torch.Tensor) -> float:
             return float(p.grad_to_original(g / scale).abs().max())
 
         return HeadSpec(reg=self.reg * scale[:-1] ** 2, gtol=tol, max_iter=budget,
                         theta0=self.theta, memory=memory, mem0=self.mem, ev0=self.ev,
-                        noise=noise, scale=scale, state=self.state,
-                        grad_max=grad_max)  # fmt: skip
+                        noise=noise, scale=scale, state=self.state, grad_max=grad_max,
+                        ftol=0.0 if last else FTOL, flat=FLAT if last else 0.0)  # fmt: skip
 
     def _rescale(self, curv: float) -> None:
         """Diagonal change of variables; L-BFGS pairs map exactly (s/r, y*r keep s.y)."""
@@ -64,14 +70,34 @@ class Track:
             self.ev = (self.ev[0], self.ev[1] * r)
         self.scale, self.curv = new, curv
 
-    def absorb(self, r: Any, spec: HeadSpec, *, gtol: float, mode: str, max_iter: int) -> bool:
-        """Takes a segment's result; True if the head goes on in this phase."""
+    def absorb(
+        self,
+        r: Any,
+        spec: HeadSpec,
+        *,
+        gtol: float,
+        tol: float,
+        mode: str,
+        max_iter: int,
+        certify: Callable[[Point], Certificate],
+    ) -> bool:
+        """Takes a segment's result; True if the head goes on in this phase.
+
+        `gtol` is the rule on the head's own (mean-scaled) gradient, `tol` the same rule on
+        the float64 certificate's sum-scaled one. A float32 head that meets `gtol` by its own
+        float32-matmul gradient is certified (`certify`, at the point in the working basis);
+        if the certificate fails, the fit goes on in float64 from there, keeping its memory.
+        """
         self.theta, self.mem, self.ev = r.theta, r.mem, r.ev
         self.iters += r.iterations
-        done = self.iters >= max_iter or (mode in FINISHING and r.grad_max <= gtol)
+        done = self.iters >= max_iter
+        if not done and mode in FINISHING and r.grad_max <= gtol:
+            self.cert = certify(r.theta * self.scale)
+            done = self.cert.grad_max <= tol or mode == FINISHING[-1]
         go_on = r.iterations == spec.max_iter and not r.converged  # segment budget used up
         if done or (mode == FINISHING[-1] and not go_on):  # the last precision: take it
             r.theta = r.theta * self.scale  # back to the working basis
             self.final = r
             return False
-        return go_on  # False: stalled or stopped by ftol at this precision, try the next one
+        self.cert = None
+        return go_on  # False: stalled, stopped by ftol or not certified: try the next one
