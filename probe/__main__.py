@@ -26,6 +26,20 @@ if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     os.environ.setdefault("PROBE_LOG_SUFFIX", f"_rank{os.environ.get('RANK', '0')}")
 
 
+def summary(record: dict) -> str:
+    """The headline numbers of a result, whatever its evaluation."""
+    metric = record["metric"]
+    if record["eval"] == "linear":
+        low, high = record["score_ci"]
+        return f"{metric} {record['score']:.2f}% [{low:.2f}, {high:.2f}] at C={record['C']:.3g}"
+    if record["eval"] == "knn":
+        by_k = record["by_k"]
+        return f"{metric} " + ", ".join(f"k={k}: {v['score']:.2f}%" for k, v in by_k.items())
+    return f"{metric} " + ", ".join(
+        f"{k}-shot: {v['mean']:.2f} +- {v['std']:.2f}%" for k, v in record["by_k"].items()
+    )
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     if int(os.environ.get("RANK", "0")) > 0:  # rank 0 speaks for a torchrun job
@@ -37,13 +51,10 @@ def main(cfg: DictConfig) -> None:
     if record is None:
         log.info("stage=extract done: features cached under %s", cfg.cache_dir)
         return
-    log.info(
-        "%s on %s: %s %.2f%% at C=%.3g (%s; n_train=%d n_val=%d n_test=%d; "
-        "extract %.1fs, probe %.1fs) -> %s",
-        record["encoder"], record["dataset"], record["metric"], record["score"], record["C"],
-        record["backend"], record["n_train"], record["n_val"], record["n_test"],
-        record["seconds"]["extract"], record["seconds"]["probe"], record["path"],
-    )  # fmt: skip
+    log.info("%s on %s: %s (%s; n_train=%d n_val=%d n_test=%d; extract %.1fs, probe %.1fs) -> %s",
+             record["encoder"], record["dataset"], summary(record), record["backend"] or "k-NN",
+             record["n_train"], record["n_val"], record["n_test"], record["seconds"]["extract"],
+             record["seconds"]["probe"], record["path"])  # fmt: skip
     if cfg.encoder.name == "pixels":
         log.info("next, a real encoder (downloads weights and data): %s", REAL_COMMAND)
 

@@ -11,7 +11,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from probe.core.device import resolve_device
@@ -19,10 +18,10 @@ from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.datasets.base import ImageDataset
 from probe.encoders.base import compute_dtype
-from probe.evaluations.heads import test_outputs, top5_accuracy
-from probe.evaluations.linear import refit_and_test, search
 from probe.evaluations.normalize import check_normalize, normalize_rows
+from probe.evaluations.outcome import Task, bootstrap_options
 from probe.evaluations.splits import protocol_splits
+from probe.features.cache import CacheEntry
 from probe.features.distributed import setup, teardown
 from probe.features.stage import cache_entries, ensure_features, pin_encoder
 from probe.report.heads import write_head
@@ -45,16 +44,6 @@ def warn_sizes(dataset: ImageDataset, sizes: dict[str, int]) -> None:
             )  # fmt: skip
 
 
-def _warn_unconverged(records: list[dict[str, Any]], cfg: DictConfig) -> None:
-    bad = [r["C"] for r in records if not r["converged"]]
-    if bad:
-        log.warning(
-            "%d of %d searched C values did not converge within probe.max_iter=%s (C=%s); "
-            "the result records converged=false for them",
-            len(bad), len(records), cfg.probe.get("max_iter"), ", ".join(f"{c:.3g}" for c in bad),
-        )  # fmt: skip
-
-
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.stage not in STAGES:
         raise ProbeError(f"stage={cfg.stage!r} is not valid; allowed: {', '.join(STAGES)}")
@@ -75,46 +64,39 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         teardown(ctx)
     if cfg.stage == "extract" or not ctx.main:
         return None
+    return probe_stage(cfg, dataset, entries, device=device, dtype=dtype, weights=weights,
+                       extract_seconds=extract_seconds, normalize=normalize)  # fmt: skip
+
+
+def probe_stage(
+    cfg: DictConfig,
+    dataset: ImageDataset,
+    entries: dict[str, CacheEntry],
+    *,
+    device: str,
+    dtype: str,
+    weights: dict | None,
+    extract_seconds: float,
+    normalize: str,
+) -> dict[str, Any]:
+    """The evaluation on the cached features, then its files: head (if any), then result."""
     start = time.perf_counter()
     feats = {s: e.load() for s, e in entries.items()}
     warn_sizes(dataset, {s: len(v[1]) for s, v in feats.items()})
     train, val, test = protocol_splits(dataset, feats)
     train, val, test = ((normalize_rows(X, normalize), y) for X, y in (train, val, test))
-    solver = make(cfg.probe, device=device)
-    found = search(
-        solver=solver, train=train, val=val, num_classes=dataset.num_classes, metric=dataset.metric
-    )
-    _warn_unconverged(found.records, cfg)
-    both = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
-    test_score, final = refit_and_test(
-        solver=solver,
-        train=both,
-        test=(np.asarray(test[0]), test[1]),
-        C=found.best_C,
-        num_classes=dataset.num_classes,
-        metric=dataset.metric,
-        init=found.fits.get(found.best_index),
-    )
-    outputs = test_outputs(solver, final, test)  # labels, the predictions scored, top-5
+    task = Task(train=train, val=val, test=test, num_classes=dataset.num_classes,
+                metric=dataset.metric, device=device,
+                make_solver=lambda: make(cfg.probe, device=device),
+                bootstrap=bootstrap_options(cfg.get("bootstrap")))  # fmt: skip
+    outcome = make(cfg.eval)(task)
     name = result_name(cfg.encoder, cfg.probe)
-    path = result_path(cfg.results_dir, name, cfg.dataset.name)
-    head = write_head(path, coef=final.coef, intercept=final.intercept, C=found.best_C,
-                      outputs=outputs)  # fmt: skip
-    record = {
-        "encoder": name,
-        "dataset": cfg.dataset.name,
-        "metric": dataset.metric,
-        "score": test_score,
-        "top5": top5_accuracy(outputs),  # percent; null with fewer than 5 classes
-        "head": head,  # the .npz beside this file: head, test predictions, its SHA-256
-        "C": found.best_C,
-        "search": found.records,
-        "final_fit": {
-            "converged": final.converged,
-            "iterations": final.iterations,
-            "grad_max": final.grad_max,
-        },
-        "converged": bool(final.converged and all(r["converged"] for r in found.records)),
+    path = result_path(cfg.results_dir, name, cfg.dataset.name, outcome.eval)
+    record = {"encoder": name, "dataset": cfg.dataset.name, "eval": outcome.eval,
+              "metric": dataset.metric, **outcome.fields}  # fmt: skip
+    if outcome.head is not None:  # the .npz beside the JSON: head, test predictions, SHA-256
+        record["head"] = write_head(path, **outcome.head)
+    record.update({
         "n_train": len(train[1]),
         "n_val": len(val[1]),
         "n_test": len(test[1]),
@@ -123,16 +105,14 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "feature_dim": int(train[0].shape[1]),
         "feature": cfg.encoder.get("feature"),  # the probed kind (null: the encoder's only one)
         "normalize": normalize,
-        "backend": solver.name,
+        "backend": outcome.backend,
         "device": device,
         "dtype": dtype,
         "weights": weights,  # {model, revision asked, commit loaded} for hub weights, else None
-        "seconds": {
-            "extract": round(extract_seconds, 3),
-            "probe": round(time.perf_counter() - start, 3),
-        },
+        "seconds": {"extract": round(extract_seconds, 3),
+                    "probe": round(time.perf_counter() - start, 3)},
         "features": {s: str(e.path) for s, e in entries.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+    })  # fmt: skip
     record["path"] = str(write_result(path, record))
     return record

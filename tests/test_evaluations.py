@@ -168,3 +168,52 @@ def test_fewshot_on_digits_gives_every_k_and_seed() -> None:
         assert entry["n_train"] == [10 * int(k)] * 2 and entry["classes_short"] == []
         assert entry["mean"] == pytest.approx(np.mean(entry["scores"]))
     assert by_k["4"]["mean"] > by_k["1"]["mean"] > 30.0
+
+
+def test_each_eval_writes_its_own_result(dirs) -> None:
+    from conftest import compose_cfg
+
+    from probe.run import run
+
+    linear = run(compose_cfg(dirs))
+    knn = run(compose_cfg([*dirs, "eval=knn", "eval.k=[1,5]"]))
+    few = run(compose_cfg([*dirs, "eval=fewshot", "eval.shots=[1,2]", "eval.seeds=2"]))
+    paths = [r["path"] for r in (linear, knn, few)]
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["digits.json", "digits.knn.json",
+                                                   "digits.fewshot.json"]  # fmt: skip
+    low, high = linear["score_ci"]
+    assert low < linear["score"] < high and high - low < 6  # 450 test images
+    assert linear["top5_ci"][0] <= linear["top5"] <= linear["top5_ci"][1]
+    assert set(knn["by_k"]) == {"1", "5"} and knn["best_k"] in (1, 5)
+    for entry in knn["by_k"].values():
+        assert entry["score_ci"][0] <= entry["score"] <= entry["score_ci"][1]
+    assert knn["backend"] is None and knn["temperature"] == 0.07
+    assert set(few["by_k"]) == {"1", "2"} and len(few["by_k"]["2"]["scores"]) == 2
+    for rec in (knn, few):  # the provenance every result carries
+        assert rec["n_test"] == 450 and rec["config"]["eval"]["name"] == rec["eval"]
+
+
+def test_bad_eval_values_are_one_line_errors(dirs) -> None:
+    from conftest import compose_cfg
+    from hydra.errors import MissingConfigException
+
+    from probe.run import run
+
+    for override, message in (("eval.k=[0]", "eval.k="), ("eval.temperature=-1", "eval.temp")):
+        with pytest.raises(ProbeError, match=message) as err:
+            run(compose_cfg([*dirs, "eval=knn", override]))
+        assert "\n" not in str(err.value)
+    with pytest.raises(ProbeError, match="more than any class") as err:
+        run(compose_cfg([*dirs, "eval=fewshot", "eval.shots=[5000]"]))
+    with pytest.raises(MissingConfigException, match="eval/nope"):
+        compose_cfg([*dirs, "eval=nope"])
+
+
+def test_a_grid_over_evals_has_distinct_result_paths(tmp_path) -> None:
+    from probe.launch.grid import expand, resolve_runs
+
+    grid = {"name": "evals", "encoders": ["pixels"], "datasets": ["digits"],
+            "variants": [["eval=linear"], ["eval=knn"], ["eval=fewshot"]]}  # fmt: skip
+    runs = resolve_runs(expand(grid), results_dir=tmp_path)
+    assert sorted(r.result.name for r in runs) == ["digits.fewshot.json", "digits.json",
+                                                   "digits.knn.json"]  # fmt: skip

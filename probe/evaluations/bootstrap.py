@@ -135,8 +135,9 @@ def significance(interval: list[float]) -> bool:
 def interval_fields(
     *, pred: np.ndarray, y: np.ndarray, metric: str, top5: Any = None, **opts: Any
 ) -> dict[str, list[float]]:
-    """`score_ci` (and `top5_ci` where there is a top-5) for a result record."""
+    """`score_ci` (and `top5_ci` where there is a top-5) for a result record. The top-5 score
+    is plain top-5 accuracy whatever the dataset's metric, so its interval is too."""
     out = {"score_ci": score_ci(np.asarray(pred) == np.asarray(y), y, metric=metric, **opts)}
     if top5 is not None:
-        out["top5_ci"] = score_ci(top5_correct(top5, y), y, metric=metric, **opts)
+        out["top5_ci"] = score_ci(top5_correct(top5, y), y, metric="top1", **opts)
     return out

@@ -25,6 +25,7 @@ import numpy as np
 from probe.core.errors import ProbeError
 from probe.evaluations.linear import search
 from probe.evaluations.metrics import score
+from probe.evaluations.outcome import Outcome, Task
 from probe.solvers.base import Solver
 
 log = logging.getLogger(__name__)
@@ -117,3 +118,21 @@ def fewshot(
         log.info("few-shot k=%d: %s %.2f +- %.2f over %d seeds", k, metric,
                  by_k[str(k)]["mean"], by_k[str(k)]["std"], len(scores))  # fmt: skip
     return by_k
+
+
+def evaluate(
+    task: Task, *, name: str = "fewshot", shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 5
+) -> Outcome:
+    """`eval=fewshot`: every shot count and seed; the record's `by_k`, shots and seeds."""
+    solver = task.make_solver()
+    by_k = fewshot(solver=solver, train=task.train, val=task.val, test=task.test,
+                   num_classes=task.num_classes, metric=task.metric, shots=shots,
+                   seeds=seeds)  # fmt: skip
+    fields = {
+        "by_k": by_k,
+        "shots": [int(k) for k in by_k],
+        "seeds": int(seeds),
+        "selection": "CLIP search on a validation draw of k per class from the protocol's val "
+        "split; no refit",
+    }
+    return Outcome(eval=name, fields=fields, backend=solver.name)

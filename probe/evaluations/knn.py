@@ -27,6 +27,9 @@ from tqdm.auto import tqdm
 
 from probe.core.arrays import read_rows
 from probe.core.errors import ProbeError
+from probe.evaluations.bootstrap import score_ci
+from probe.evaluations.metrics import score
+from probe.evaluations.outcome import Outcome, Task
 
 log = logging.getLogger(__name__)
 QUERY_CHUNK = 4096
@@ -127,3 +130,30 @@ def knn_predict(
     return {
         k: vote(sims, labels, k=k, temperature=temperature, num_classes=num_classes) for k in ks
     }
+
+
+def evaluate(
+    task: Task,
+    *,
+    name: str = "knn",
+    k: Sequence[int] = (10, 20, 100, 200),
+    temperature: float = 0.07,
+    query_chunk: int = QUERY_CHUNK,
+    bank_chunk: int = BANK_CHUNK,
+) -> Outcome:
+    """`eval=knn`: test against train + val, a score with its interval per k."""
+    labels = np.concatenate([task.train[1], task.val[1]])
+    preds = knn_predict(queries=task.test[0], bank=[task.train[0], task.val[0]],
+                        bank_labels=labels, ks=k, temperature=temperature,
+                        num_classes=task.num_classes, device=task.device,
+                        query_chunk=query_chunk, bank_chunk=bank_chunk)  # fmt: skip
+    y = task.test[1]
+    by_k = {
+        str(kk): {"score": score(p, y, task.metric),
+                  "score_ci": score_ci(p == y, y, metric=task.metric, **task.bootstrap)}
+        for kk, p in preds.items()
+    }  # fmt: skip
+    best = max(preds, key=lambda kk: (by_k[str(kk)]["score"], -kk))
+    fields = {"by_k": by_k, "best_k": int(best), "temperature": float(temperature),
+              "n_bank": len(labels)}  # fmt: skip
+    return Outcome(eval=name, fields=fields)

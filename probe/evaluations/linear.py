@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from probe.evaluations.bootstrap import interval_fields
+from probe.evaluations.heads import test_outputs, top5_accuracy
 from probe.evaluations.metrics import score
+from probe.evaluations.outcome import Outcome, Task
 from probe.solvers.base import Fit, Solver
 
 log = logging.getLogger(__name__)
@@ -132,3 +135,53 @@ def refit_and_test(
             else float("nan"),
         )  # fmt: skip
     return score(solver.predict(fit, test[0]), test[1], metric), fit
+
+
+def _warn_unconverged(records: list[dict[str, Any]]) -> None:
+    bad = [r["C"] for r in records if not r["converged"]]
+    if bad:
+        log.warning(
+            "%d of %d searched C values did not meet the gradient rule within probe.max_iter "
+            "(C=%s); the result records converged=false for them",
+            len(bad), len(records), ", ".join(f"{c:.3g}" for c in bad),
+        )  # fmt: skip
+
+
+def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
+    """The protocol end to end: the search on val, the refit on train + val, the test score
+    with its bootstrap interval, and the head with the test outputs to save."""
+    solver = task.make_solver()
+    found = search(solver=solver, train=task.train, val=task.val, num_classes=task.num_classes,
+                   metric=task.metric)  # fmt: skip
+    _warn_unconverged(found.records)
+    both = (np.concatenate([task.train[0], task.val[0]]),
+            np.concatenate([task.train[1], task.val[1]]))  # fmt: skip
+    test = (np.asarray(task.test[0]), task.test[1])
+    test_score, final = refit_and_test(
+        solver=solver, train=both, test=test, C=found.best_C, num_classes=task.num_classes,
+        metric=task.metric, init=found.fits.get(found.best_index),
+    )  # fmt: skip
+    outputs = test_outputs(solver, final, task.test)  # labels, the predictions scored, top-5
+    top5 = top5_accuracy(outputs)
+    fields = {
+        "score": test_score,
+        "top5": top5,  # percent; null with fewer than 5 classes
+        **interval_fields(
+            pred=outputs["test_pred"],
+            y=outputs["test_label"],
+            metric=task.metric,
+            top5=outputs["test_top5"] if top5 is not None else None,
+            **task.bootstrap,
+        ),  # fmt: skip
+        "C": found.best_C,
+        "search": found.records,
+        "final_fit": {
+            "converged": final.converged,
+            "iterations": final.iterations,
+            "grad_max": final.grad_max,
+        },  # fmt: skip
+        "converged": bool(final.converged and all(r["converged"] for r in found.records)),
+    }
+    head = {"coef": final.coef, "intercept": final.intercept, "C": found.best_C,
+            "outputs": outputs}  # fmt: skip
+    return Outcome(eval=name, fields=fields, head=head, backend=solver.name)

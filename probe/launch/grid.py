@@ -92,7 +92,7 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
         try:
             cfg = compose_config(overrides)
             name = result_name(cfg.encoder, cfg.get("probe"))
-            path = result_path(cfg.results_dir, name, cfg.dataset.name)
+            path = result_path(cfg.results_dir, name, cfg.dataset.name, cfg.eval.name)
         except (HydraException, OmegaConfBaseException) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))
             continue

@@ -1,4 +1,4 @@
-"""The result record: one JSON file per (encoder, dataset) run."""
+"""The result record: one JSON file per (encoder, dataset, evaluation) run."""
 
 from __future__ import annotations
 
@@ -16,15 +16,26 @@ from probe.core.io import write_json_atomic
 
 DEFAULT_FEATURE = "pooler_output"
 NORMALIZE_TAGS = ("l2",)
+LINEAR = "linear"
 REQUIRED_FIELDS = (
-    "encoder", "dataset", "metric", "score", "top5", "head", "C", "search", "n_train", "n_val",
-    "n_test", "num_classes", "feature_dim", "backend", "dtype", "weights", "seconds", "features",
-    "config", "versions", "git", "created",
+    "encoder", "dataset", "eval", "metric", "n_train", "n_val", "n_test", "num_classes",
+    "feature_dim", "dtype", "weights", "seconds", "features", "config", "versions", "git",
+    "created",
 )  # fmt: skip
+REQUIRED_BY_EVAL = {
+    LINEAR: ("score", "score_ci", "top5", "head", "C", "search", "backend"),
+    "fewshot": ("by_k", "backend"),
+    "knn": ("by_k", "temperature"),
+}
 
 
-def result_path(results_dir: str | Path, encoder: str, dataset: str) -> Path:
-    return Path(results_dir).expanduser() / encoder / f"{dataset}.json"
+def result_path(
+    results_dir: str | Path, encoder: str, dataset: str, evaluation: str = LINEAR
+) -> Path:
+    """`{results_dir}/{encoder}/{dataset}.json` for the linear probe (the protocol's result),
+    `{dataset}.{eval}.json` for the other evaluations, so a grid over evals never collides."""
+    suffix = "" if evaluation == LINEAR else f".{evaluation}"
+    return Path(results_dir).expanduser() / encoder / f"{dataset}{suffix}.json"
 
 
 def result_name(encoder: Any, probe: Any) -> str:
@@ -88,7 +99,8 @@ def git_commit() -> str | None:
 
 def write_result(path: Path, record: dict[str, Any]) -> Path:
     record = {**record, "versions": versions(), "git": git_commit(), "created": now_iso()}
-    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    needed = (*REQUIRED_FIELDS, *REQUIRED_BY_EVAL.get(record.get("eval"), ()))
+    missing = [k for k in needed if k not in record]
     if missing:  # a programming error, not a user one
         raise ValueError(f"result record lacks {missing}")
     write_json_atomic(path, record)

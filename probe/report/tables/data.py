@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
-from probe.report.record import name_overrides
+from probe.report.record import LINEAR, name_overrides
 from probe.report.tables.flags import protocol_flags
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ def _parse_result(path: Path) -> tuple[Result | None, str | None]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         return None, f"{path}: not readable JSON ({err})"
     if not isinstance(data, dict) or not all(k in data for k in KEYS):
+        return None, None
+    if data.get("eval", LINEAR) != LINEAR:  # a few-shot or k-NN result: not a paper-table cell
         return None, None
     score = data.get("score")
     if not isinstance(score, (int, float)) or isinstance(score, bool) or "metric" not in data:

@@ -1,0 +1,53 @@
+"""What an evaluation hands back to the pipeline, and the bootstrap settings it is given.
+
+Every evaluation (`configs/eval/*.yaml`: linear, fewshot, knn) is a function called with the
+protocol's train / val / test arrays and the task; it returns an `Outcome`: the fields of
+its result record, and for the linear probe the head and test outputs to save beside it.
+The pipeline (`probe.run`) adds the provenance every result carries and writes the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from probe.core.errors import ProbeError
+from probe.solvers.base import Solver
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Outcome:
+    eval: str  # the config's name: linear | fewshot | knn
+    fields: dict[str, Any]
+    head: dict[str, Any] | None = None  # coef, intercept, C and the test outputs (linear)
+    backend: str | None = None  # the solver that fitted it (None for k-NN)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The data and settings every evaluation gets."""
+
+    train: Pair
+    val: Pair
+    test: Pair
+    num_classes: int
+    metric: str
+    device: str
+    make_solver: Callable[[], Solver]
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+
+
+def bootstrap_options(cfg: Any) -> dict[str, Any]:
+    """`bootstrap.{resamples,level,seed}` from the run config, checked."""
+    opts = {"resamples": 1000, "level": 0.95, "seed": 0, **dict(cfg or {})}
+    if int(opts["resamples"]) < 1:
+        raise ProbeError(f"bootstrap.resamples={opts['resamples']} must be a positive integer")
+    if not 0 < float(opts["level"]) < 1:
+        raise ProbeError(f"bootstrap.level={opts['level']} must be in (0, 1), e.g. 0.95")
+    return {"resamples": int(opts["resamples"]), "level": float(opts["level"]),
+            "seed": int(opts["seed"])}  # fmt: skip
