@@ -112,6 +112,8 @@ def probe_stage(
         "seconds": {"extract": round(extract_seconds, 3),
                     "probe": round(time.perf_counter() - start, 3)},
         "features": {s: str(e.path) for s, e in entries.items()},
+        # sample ids and labels of the test split: results that share it can be paired
+        "test_content_hash": (entries["test"].meta() or {}).get("content_hash"),
         "config": OmegaConf.to_container(cfg, resolve=True),
     })  # fmt: skip
     record["path"] = str(write_result(path, record))

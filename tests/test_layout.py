@@ -25,7 +25,7 @@ ALLOWED = {
     "features": {"core", "encoders", "datasets"},
     "solvers": {"core"},
     "evaluations": {"core", "datasets", "solvers"},
-    "report": {"core"},
+    "report": {"core", "evaluations"},
     "launch": {"core", "report"},
 }
 

@@ -78,7 +78,9 @@ def md_row(markdown: str, label: str) -> list[str]:
 
 
 def test_linear_probe_table_values_bold_dashes(results: Path) -> None:
-    table, paths, md = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+    table, paths, md = make_table(
+        table_cfg("mlcd_linear_probe", [f"results_dir={results}", "ci=false"])
+    )
     pub = {k: f"{v.score:.2f}" for k, v in MLCD.items()}
     diff = f"{96.456 - MLCD[('mlcd_l14', 'food101')].score:+.2f}"
     # MLCD ours, published, diff | CLIP ours, published, diff; bold: best of ours / of published
@@ -107,7 +109,7 @@ def test_linear_probe_table_values_bold_dashes(results: Path) -> None:
 
 
 def test_csv_tex_png_written(results: Path) -> None:
-    _, paths, _ = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+    _, paths, _ = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}", "ci=false"]))
     assert set(paths) == {"md", "csv", "tex", "png"}
     assert all(p.parent == results / "tables" for p in paths.values())
     rows = {r["dataset"]: r for r in csv.DictReader(paths["csv"].open())}
@@ -145,7 +147,7 @@ def test_imagenet_table_keeps_its_own_published_value(tmp_path: Path) -> None:
     write(root / "mlcd_l14" / "imagenet.json", result("mlcd_l14", "imagenet", 86.2))
     write(root / "mlcd_b32" / "imagenet.json", result("mlcd_b32", "imagenet", 79.0))
     by_size = read_published(PUBLISHED_DIR / "mlcd_imagenet.csv")
-    _, paths, md = make_table(table_cfg("mlcd_imagenet", [f"results_dir={root}"]))
+    _, paths, md = make_table(table_cfg("mlcd_imagenet", [f"results_dir={root}", "ci=false"]))
     l14 = md_row(md, "MLCD ViT-L/14-336")
     assert l14[1:] == ["**86.20**", f"{by_size[('mlcd_l14', 'imagenet')].score:.2f}", "-0.10"]
     assert md_row(md, "MLCD ViT-bigG/14-224")[1] == "-"

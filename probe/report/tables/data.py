@@ -26,6 +26,7 @@ from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
 from probe.report.record import LINEAR, name_overrides
 from probe.report.tables.flags import protocol_flags
+from probe.report.tables.stats import PairDiff, pair, reproduced
 
 log = logging.getLogger(__name__)
 # top-level folders of a results dir that hold no result JSONs
@@ -101,6 +102,12 @@ class Cell:
     published: float | None = None
     path: Path | None = None  # the result file of `ours`
     flags: list[str] = field(default_factory=list)  # why it is not a plain protocol run
+    ci: list[float] | None = None  # the 95% bootstrap interval of `ours` (its `score_ci`)
+
+    @property
+    def reproduced(self) -> bool | None:
+        """Whether the published number lies inside our interval (None: cannot tell)."""
+        return reproduced(self.ci, self.published)
 
     @property
     def diff(self) -> float | None:
@@ -118,6 +125,8 @@ class TableData:
     bad_files: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    pairs: list[PairDiff] = field(default_factory=list)  # ours(reference) - ours(other)
+    ci: bool = True  # show intervals, reproduced and paired differences
 
 
 def _parse_result(path: Path) -> tuple[Result | None, str | None]:
@@ -219,13 +228,32 @@ def _claims(layout: Layout, results: list[Result]) -> dict[tuple[str, str], Resu
     return claims
 
 
+def _pairs(layout: Layout, claims: dict, published: dict, bootstrap: dict) -> list[PairDiff]:
+    """Each encoder against the layout's first one, on every dataset both have a result for."""
+    encoders = layout.cols if layout.row_key == "dataset" else layout.rows
+    datasets = layout.rows if layout.row_key == "dataset" else layout.cols
+    out = []
+    for other in encoders[1:]:
+        for ds in datasets:
+            a, b = claims.get((encoders[0], ds)), claims.get((other, ds))
+            if a is not None and b is not None:
+                metric = protocol_metric(ds, published) or a.metric
+                out.append(pair(a, b, metric=metric, **bootstrap))
+    return out
+
+
 def build_table(
-    layout: Layout, *, results_dirs: list[str | Path], published_dir: str | Path | None = None
+    layout: Layout,
+    *,
+    results_dirs: list[str | Path],
+    published_dir: str | Path | None = None,
+    ci: bool = True,
+    bootstrap: dict | None = None,
 ) -> TableData:
     published = read_published(Path(published_dir or default_published()) / layout.published)
     results, bad = scan_results(results_dirs)
     claims = _claims(layout, results)
-    table = TableData(layout=layout, cells={}, bad_files=bad)
+    table = TableData(layout=layout, cells={}, bad_files=bad, ci=ci)
     for row in layout.rows:
         for col in layout.cols:
             enc, ds = layout.cell_key(row, col)
@@ -238,12 +266,16 @@ def build_table(
                     f"{ds} is {metric}; rerun it: `{fill_command(enc, ds, results_dirs[0])}`"
                 )
                 res = None
+                claims.pop((enc, ds))
             if res is None:
                 table.missing.append((enc, ds, fill_command(enc, ds, results_dirs[0])))
             else:
                 cell.ours, cell.path, cell.flags = res.score, res.path, protocol_flags(res.record)
+                cell.ci = res.record.get("score_ci")
             if pub and pub.source not in table.sources:
                 table.sources.append(pub.source)
             if pub and pub.note:
                 table.notes.append(f"{layout.label(enc)} on {layout.label(ds)}: {pub.note}")
+    if ci:
+        table.pairs = _pairs(layout, claims, published, bootstrap or {})
     return table

@@ -14,6 +14,7 @@ import csv
 import io
 
 from probe.report.tables.data import TableData
+from probe.report.tables.stats import PairDiff
 
 KINDS = ("ours", "published")
 DAGGER = "\u2020"  # marks a score that is not a plain protocol run; reasons under the table
@@ -49,11 +50,37 @@ def _header(table: TableData) -> list[str]:
     head = [lay.row_key.capitalize()]
     for col in lay.cols:
         head += [f"{lay.label(col)} ours", f"{lay.label(col)} published", "diff"]
-    return head
+        head += ["reproduced"] if table.ci else []
+    return head + [_pair_title(table, enc) for enc in _pair_columns(table)]
+
+
+def _pair_columns(table: TableData) -> list[str]:
+    """Encoders compared with the first one in a column of their own (dataset-row tables)."""
+    lay = table.layout
+    return list(lay.cols[1:]) if table.ci and lay.row_key == "dataset" else []
+
+
+def _pair_title(table: TableData, other: str) -> str:
+    lay = table.layout
+    return f"{lay.label(lay.cols[0])} - {lay.label(other)} (ours)"
+
+
+def _pair_for(table: TableData, other: str, dataset: str) -> PairDiff | None:
+    return next((p for p in table.pairs if p.b == other and p.dataset == dataset), None)
+
+
+def _pair_text(diff: PairDiff | None) -> str | None:
+    if diff is None or diff.interval is None:
+        return None
+    return fmt(diff.diff, signed=True) + ("" if diff.significant else " (n.s.)")
+
+
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("yes" if value else "no")
 
 
 def _row_text(
-    table: TableData, row: str, best: set, *, bold: str, dash: str, dagger: str
+    table: TableData, row: str, best: set, *, bold: str, dash: str, dagger: str, pm: str
 ) -> list[str]:
     out = [table.layout.label(row)]
     for col in table.layout.cols:
@@ -62,11 +89,52 @@ def _row_text(
             text = fmt(getattr(cell, kind))
             if text is not None and (row, col, kind) in best:
                 text = bold.format(text)
+            if text is not None and kind == "ours" and table.ci and cell.ci is not None:
+                text += f"{pm}{(cell.ci[1] - cell.ci[0]) / 2:.2f}"
             if text is not None and kind == "ours" and cell.flags:
                 text += dagger
             out.append(text or dash)
         out.append(fmt(cell.diff, signed=True) or dash)
+        if table.ci:
+            out.append(_yes_no(cell.reproduced) or dash)
+    for other in _pair_columns(table):
+        out.append(_pair_text(_pair_for(table, other, row)) or dash)
     return out
+
+
+def reproduced_counts(table: TableData) -> list[tuple[str, int, int]]:
+    """(encoder label, cells inside our interval, cells with both numbers) per encoder."""
+    lay, out = table.layout, []
+    encoders = lay.cols if lay.row_key == "dataset" else lay.rows
+    for enc in encoders:
+        cells = [table.cells[(r, c)] for r in lay.rows for c in lay.cols
+                 if lay.cell_key(r, c)[0] == enc]  # fmt: skip
+        known = [c.reproduced for c in cells if c.reproduced is not None]
+        if known:
+            out.append((lay.label(enc), sum(known), len(known)))
+    return out
+
+
+def _stats_notes(table: TableData) -> list[str]:
+    if not table.ci:
+        return []
+    lines = []
+    for enc, hit, total in reproduced_counts(table):
+        lines.append(f"{enc}: {hit} of {total} cells reproduce the published number within our "
+                     "95% interval.")  # fmt: skip
+    lay = table.layout
+    if table.pairs:
+        lines += ["", "Paired differences of our scores (95% bootstrap over the same test "
+                  "images; n.s.: the interval contains 0):"]  # fmt: skip
+    for d in table.pairs:
+        what = f"- {lay.label(d.a)} - {lay.label(d.b)} on {lay.label(d.dataset)}: "
+        if d.interval is None:
+            lines.append(what + f"not compared ({d.why})")
+        else:
+            low, high = d.interval
+            sig = "significant" if d.significant else "n.s."
+            lines.append(what + f"{d.diff:+.2f} [{low:+.2f}, {high:+.2f}], {sig}")
+    return ["", "Ours is score ± half the 95% bootstrap interval.", *lines] if lines else []
 
 
 def flagged(table: TableData) -> list[tuple[str, str, str, list[str]]]:
@@ -82,7 +150,7 @@ def flagged(table: TableData) -> list[tuple[str, str, str, list[str]]]:
 
 
 def notes_markdown(table: TableData) -> str:
-    lines: list[str] = []
+    lines: list[str] = _stats_notes(table)
     marked = flagged(table)
     if marked:
         lines += ["", f"{DAGGER} Not a plain protocol run ({len(marked)}):"]
@@ -114,7 +182,7 @@ def to_markdown(table: TableData) -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for row in table.layout.rows:
-        cells = _row_text(table, row, best, bold="**{}**", dash="-", dagger=DAGGER)
+        cells = _row_text(table, row, best, bold="**{}**", dash="-", dagger=DAGGER, pm=" ± ")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + notes_markdown(table) + "\n"
 
@@ -126,13 +194,25 @@ def to_csv(table: TableData) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     header = [lay.row_key, "label"]
     for col in lay.cols:
-        header += [f"{col}", f"{col}_published", f"{col}_diff"]
+        header += [f"{col}", f"{col}_low", f"{col}_high", f"{col}_published", f"{col}_diff",
+                   f"{col}_reproduced"]  # fmt: skip
+    for other in _pair_columns(table):
+        name = f"{lay.cols[0]}_minus_{other}"
+        header += [name, f"{name}_low", f"{name}_high", f"{name}_significant"]
     writer.writerow(header)
     for row in lay.rows:
         line = [row, lay.label(row)]
         for col in lay.cols:
             cell = table.cells[(row, col)]
-            line += [fmt(cell.ours) or "", fmt(cell.published) or "", fmt(cell.diff, signed=True)]
+            low, high = cell.ci if cell.ci is not None else (None, None)
+            line += [fmt(cell.ours), fmt(low), fmt(high), fmt(cell.published),
+                     fmt(cell.diff, signed=True), _yes_no(cell.reproduced)]  # fmt: skip
+        for other in _pair_columns(table):
+            d = _pair_for(table, other, row)
+            low, high = d.interval if d is not None and d.interval else (None, None)
+            sig = None if d is None else _yes_no(d.significant)
+            line += [fmt(d.diff if d else None, signed=True), fmt(low, signed=True),
+                     fmt(high, signed=True), sig]  # fmt: skip
         writer.writerow(["" if v is None else v for v in line])
     return buf.getvalue()
 
@@ -150,22 +230,28 @@ def tex_escape(text: str) -> str:
 def to_latex(table: TableData) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}), one group of 3 columns per column."""
     lay, best = table.layout, best_cells(table)
-    n = len(lay.cols)
+    n, w = len(lay.cols), 4 if table.ci else 3
+    sub = ["ours", "published", r"$\Delta$"] + (["repr."] if table.ci else [])
+    pairs = [tex_escape(_pair_title(table, o)) for o in _pair_columns(table)]
     lines = [
         f"% {tex_escape(lay.title)}",
-        r"\begin{tabular}{l" + "rrr" * n + "}",
+        r"\begin{tabular}{l" + "r" * (w * n + len(pairs)) + "}",
         r"\toprule",
         " & ".join(
-            ["", *(rf"\multicolumn{{3}}{{c}}{{{tex_escape(lay.label(c))}}}" for c in lay.cols)]
+            [
+                "",
+                *(rf"\multicolumn{{{w}}}{{c}}{{{tex_escape(lay.label(c))}}}" for c in lay.cols),
+                *[""] * len(pairs),
+            ]
         )
         + r" \\",
-        "".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(n)),
-        " & ".join([tex_escape(lay.row_key.capitalize())] + ["ours", "published", r"$\Delta$"] * n)
-        + r" \\",
+        "".join(rf"\cmidrule(lr){{{2 + w * i}-{1 + w * (i + 1)}}}" for i in range(n)),
+        " & ".join([tex_escape(lay.row_key.capitalize())] + sub * n + pairs) + r" \\",
         r"\midrule",
     ]
     for row in lay.rows:
-        cells = _row_text(table, row, best, bold=r"\textbf{{{}}}", dash="--", dagger=TEX_DAGGER)
+        cells = _row_text(table, row, best, bold=r"\textbf{{{}}}", dash="--", dagger=TEX_DAGGER,
+                          pm=r" $\pm$ ")  # fmt: skip
         lines.append(" & ".join([tex_escape(cells[0]), *cells[1:]]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines + _tex_flag_notes(table) + [""])

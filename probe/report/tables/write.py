@@ -16,7 +16,9 @@ def make_table(cfg: DictConfig) -> tuple[TableData, dict[str, Path], str]:
     """Build the table and write its four files; returns (table, paths by format, markdown)."""
     layout = Layout.from_cfg(cfg.table)
     dirs = [cfg.results_dir, *(cfg.get("extra_results_dirs") or [])]
-    table = build_table(layout, results_dirs=dirs, published_dir=cfg.get("published_dir"))
+    table = build_table(layout, results_dirs=dirs, published_dir=cfg.get("published_dir"),
+                        ci=bool(cfg.get("ci", True)),
+                        bootstrap=dict(cfg.get("bootstrap") or {}))  # fmt: skip
     markdown = to_markdown(table)
     out = Path(cfg.out_dir).expanduser()
     paths = {

@@ -1,0 +1,95 @@
+"""Intervals in the paper tables: score +- half-width, reproduced, paired differences.
+
+Three real digits runs share one test split: `px_a` and its exact twin `px_c` (the same
+features under another name: identical predictions), and `px_b` on 4x4 thumbnails (other
+predictions). A published CSV puts px_a's score inside its interval and px_b's outside.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import compose_cfg
+from test_table import md_row, table_cfg
+
+from probe.report.tables.write import make_table
+from probe.run import run
+
+RUNS = {"px_a": [], "px_b": ["encoder.size=4"], "px_c": []}
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stats")
+    records = {}
+    for name, extra in RUNS.items():
+        args = [f"cache_dir={tmp / 'cache'}", f"results_dir={tmp / 'results'}",
+                f"encoder.name={name}", *extra]  # fmt: skip
+        records[name] = run(compose_cfg(args))
+    pub = tmp / "published"
+    pub.mkdir()
+    rows = [
+        f"px_a,digits,top1,{records['px_a']['score']:.2f},test,",
+        "px_b,digits,top1,50.00,test,",
+        f"px_c,digits,top1,{records['px_c']['score']:.2f},test,",
+    ]
+    (pub / "px.csv").write_text("encoder,dataset,metric,score,source,note\n" + "\n".join(rows))
+    overrides = [f"results_dir={tmp / 'results'}", f"published_dir={pub}", "table.name=px",
+                 "table.published=px.csv", "table.grid=null", "table.rows.values=[digits]",
+                 "table.columns.values=[px_a,px_b,px_c]", "table.labels={}"]  # fmt: skip
+    return records, make_table(table_cfg("mlcd_linear_probe", overrides))
+
+
+def test_cells_show_the_interval_and_whether_it_holds_the_published_number(tables) -> None:
+    records, (table, paths, md) = tables
+    low, high = records["px_a"]["score_ci"]
+    row = md_row(md, "digits")
+    # bold: the best of the row; the dagger: a renamed encoder is not a plain protocol run
+    assert row[1].replace("*", "").rstrip("\u2020") == (
+        f"{records['px_a']['score']:.2f} ± {(high - low) / 2:.2f}"
+    )
+    assert row[4] == "yes" and row[8] == "no"  # px_a inside its interval, px_b's 50 outside
+    assert "px_a: 1 of 1 cells reproduce the published number within our 95% interval." in md
+    assert "px_b: 0 of 1 cells reproduce" in md
+
+
+def test_paired_differences_from_the_saved_predictions(tables) -> None:
+    records, (table, paths, md) = tables
+    by_b = {p.b: p for p in table.pairs}
+    twin = by_b["px_c"]
+    assert twin.interval == [0.0, 0.0] and not twin.significant and twin.diff == 0.0
+    other = by_b["px_b"]
+    assert other.diff == pytest.approx(records["px_a"]["score"] - records["px_b"]["score"])
+    assert other.interval[0] <= other.diff <= other.interval[1]
+    assert other.significant == (other.interval[0] > 0 or other.interval[1] < 0)
+    row = md_row(md, "digits")
+    assert row[-1] == "+0.00 (n.s.)"
+    assert "- px_a - px_c on digits: +0.00 [+0.00, +0.00], n.s." in md
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert rows[0]["px_a_minus_px_c_significant"] == "no"
+    assert float(rows[0]["px_a_low"]) == pytest.approx(records["px_a"]["score_ci"][0], abs=0.006)
+    assert rows[0]["px_b_reproduced"] == "no"
+    assert r"$\pm$" in paths["tex"].read_text()
+
+
+def test_results_on_other_test_images_or_without_heads_are_not_paired(tables, tmp_path) -> None:
+    records, _ = tables
+    from probe.report.tables.data import Result
+    from probe.report.tables.stats import pair
+
+    def result(name, **change):
+        rec = {**json.loads(open(records[name]["path"]).read()), **change}
+        return Result(name, "digits", "top1", rec["score"], records[name]["path"], rec)
+
+    a = result("px_a")
+    assert "test_content_hash" in pair(a, result("px_b", test_content_hash="x"), metric="top1").why
+    gone = result("px_b", head={"path": "/nowhere.npz", "sha256": "0"})
+    gone.path = tmp_path / "moved" / "digits.json"
+    assert "no saved test predictions" in pair(a, gone, metric="top1").why
+    changed = result("px_b", head={**records["px_b"]["head"], "sha256": "f" * 64})
+    assert "SHA-256 differs" in pair(a, changed, metric="top1").why
+    assert np.isfinite(pair(a, result("px_b"), metric="mean_per_class").interval).all()
