@@ -25,8 +25,12 @@ def main(cfg: DictConfig) -> None:
     with exit_on_probe_error(log):
         table, paths, markdown = make_table(cfg)
     print(markdown)
-    filled = sum(c.ours is not None for c in table.cells.values())
-    print(f"{filled}/{len(table.cells)} cells filled; wrote {', '.join(map(str, paths.values()))}")
+    wrote = ", ".join(map(str, paths.values()))
+    if hasattr(table, "cells"):
+        filled = sum(c.ours is not None for c in table.cells.values())
+        print(f"{filled}/{len(table.cells)} cells filled; wrote {wrote}")
+    else:
+        print(f"{len(table.results)} results; wrote {wrote}")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,21 @@ def test_imagenet_table_keeps_its_own_published_value(tmp_path: Path) -> None:
     assert paths["png"].stat().st_size > 0
 
 
-@pytest.mark.parametrize("name", config_names("table"))
+def _table_kind(name: str) -> str:
+    return OmegaConf.load(CONFIGS / "table" / f"{name}.yaml").get("kind", "paper")
+
+
+PAPER_TABLES = [n for n in config_names("table") if _table_kind(n) == "paper"]
+EVAL_TABLES = [n for n in config_names("table") if _table_kind(n) != "paper"]
+
+
+@pytest.mark.parametrize("name", EVAL_TABLES)
+def test_eval_table_configs_build_on_an_empty_results_dir(name: str, tmp_path: Path) -> None:
+    table, paths, md = make_table(table_cfg(name, [f"results_dir={tmp_path}"]))
+    assert f"No {table.kind} results found" in md and paths["csv"].read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("name", PAPER_TABLES)
 def test_table_config_cells_have_published_numbers(name: str) -> None:
     layout = Layout.from_cfg(table_cfg(name, []).table)
     published = read_published(PUBLISHED_DIR / layout.published)

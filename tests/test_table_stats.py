@@ -93,3 +93,39 @@ def test_results_on_other_test_images_or_without_heads_are_not_paired(tables, tm
     changed = result("px_b", head={**records["px_b"]["head"], "sha256": "f" * 64})
     assert "SHA-256 differs" in pair(a, changed, metric="top1").why
     assert np.isfinite(pair(a, result("px_b"), metric="mean_per_class").interval).all()
+
+
+@pytest.fixture(scope="module")
+def eval_results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evals")
+    records = {}
+    for name, extra in (("px_a", []), ("px_b", ["encoder.size=4"])):
+        base = [f"cache_dir={tmp / 'cache'}", f"results_dir={tmp / 'results'}",
+                f"encoder.name={name}", *extra]  # fmt: skip
+        records[(name, "fewshot")] = run(compose_cfg([*base, "eval=fewshot", "eval.shots=[1,2]",
+                                                      "eval.seeds=2"]))  # fmt: skip
+        records[(name, "knn")] = run(compose_cfg([*base, "eval=knn", "eval.k=[5,20]"]))
+    return tmp, records
+
+
+def test_fewshot_table_and_plot(eval_results) -> None:
+    tmp, records = eval_results
+    table, paths, md = make_table(table_cfg("fewshot", [f"results_dir={tmp / 'results'}"]))
+    assert table.encoders == ["px_a", "px_b"] and table.datasets == ["digits"]
+    by_k = records[("px_b", "fewshot")]["by_k"]
+    assert md_row(md, "px_b")[1:] == [f"{by_k[k]['mean']:.2f} ± {by_k[k]['std']:.2f}"
+                                      for k in ("1", "2")]  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert len(rows) == 4 and {r["k"] for r in rows} == {"1", "2"}
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_knn_table_at_the_best_k_and_at_k20(eval_results) -> None:
+    tmp, records = eval_results
+    _, paths, md = make_table(table_cfg("knn", [f"results_dir={tmp / 'results'}"]))
+    rec = records[("px_a", "knn")]
+    best = rec["best_k"]
+    row = md_row(md, "digits")
+    assert row[1] == f"{rec['by_k'][str(best)]['score']:.2f} (k={best})"
+    assert row[2] == f"{rec['by_k']['20']['score']:.2f}"
+    assert "px_b best k" in md and len(paths["csv"].read_text().splitlines()) == 3

@@ -1,26 +1,41 @@
-"""A paper table's four files from the result JSONs: md, csv, tex and png, written atomically."""
+"""A table's files from the result JSONs, written atomically: a paper table (md, csv, tex,
+png), or a table of another evaluation (`kind: fewshot` md, csv, png; `kind: knn` md, csv)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from probe.core.io import write_bytes_atomic, write_text_atomic
-from probe.report.tables.data import Layout, TableData, build_table
+from probe.report.tables import evals
+from probe.report.tables.data import Layout, build_table
 from probe.report.tables.plot import to_png
 from probe.report.tables.render import to_csv, to_latex, to_markdown
 
 
-def make_table(cfg: DictConfig) -> tuple[TableData, dict[str, Path], str]:
-    """Build the table and write its four files; returns (table, paths by format, markdown)."""
-    layout = Layout.from_cfg(cfg.table)
+def make_table(cfg: DictConfig) -> tuple[Any, dict[str, Path], str]:
+    """Build the table and write its files; returns (table, paths by format, markdown)."""
     dirs = [cfg.results_dir, *(cfg.get("extra_results_dirs") or [])]
+    out = Path(cfg.out_dir).expanduser()
+    kind = cfg.table.get("kind", "paper")
+    if kind != "paper":
+        spec = OmegaConf.to_container(cfg.table, resolve=True)
+        table = evals.build_eval_table(spec, results_dirs=dirs)
+        markdown = evals.to_markdown(table)
+        paths = {
+            "md": write_text_atomic(out / f"{table.name}.md", markdown),
+            "csv": write_text_atomic(out / f"{table.name}.csv", evals.to_csv(table)),
+        }
+        if kind == "fewshot":
+            paths["png"] = write_bytes_atomic(out / f"{table.name}.png", evals.fewshot_png(table))
+        return table, paths, markdown
+    layout = Layout.from_cfg(cfg.table)
     table = build_table(layout, results_dirs=dirs, published_dir=cfg.get("published_dir"),
                         ci=bool(cfg.get("ci", True)),
                         bootstrap=dict(cfg.get("bootstrap") or {}))  # fmt: skip
     markdown = to_markdown(table)
-    out = Path(cfg.out_dir).expanduser()
     paths = {
         "md": write_text_atomic(out / f"{layout.name}.md", markdown),
         "csv": write_text_atomic(out / f"{layout.name}.csv", to_csv(table)),

@@ -1,0 +1,184 @@
+"""Tables of the other evaluations: few-shot curves and k-NN scores, from their result files.
+
+`python -m probe.table table=fewshot` reads every `{encoder}/{dataset}.fewshot.json` and
+writes, per dataset, the mean and std over seeds for every shot count (md, csv) and a plot of
+score against k on a log axis, one line per encoder with a band of one std (png).
+`python -m probe.table table=knn` reads every `{encoder}/{dataset}.knn.json` and writes
+datasets x encoders at the best k and at a fixed k (20 by default) (md, csv). Which datasets
+and encoders appear: the table config's lists, else every one found.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from probe.report.tables.data import NOT_RESULTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalTable:
+    """(encoder, dataset) -> the result record of one evaluation, and the display order."""
+
+    name: str
+    title: str
+    kind: str
+    results: dict[tuple[str, str], dict[str, Any]]
+    encoders: list[str]
+    datasets: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+    k: int = 20
+    bad_files: list[str] = field(default_factory=list)
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, name)
+
+
+def scan(results_dirs: list[str | Path], kind: str) -> tuple[dict, list[str]]:
+    found, bad = {}, []
+    for root in (Path(d).expanduser() for d in results_dirs):
+        for path in sorted(root.glob(f"*/*.{kind}.json")):
+            if path.parent.name in NOT_RESULTS:
+                continue
+            try:
+                rec = json.loads(path.read_text())
+                key = (str(rec["encoder"]), str(rec["dataset"]))
+                rec["by_k"] = dict(rec["by_k"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                bad.append(f"{path}: not a {kind} result ({err})")
+                continue
+            if rec.get("eval") == kind:
+                found[key] = {**rec, "path": str(path)}
+    return found, bad
+
+
+def build_eval_table(cfg: dict[str, Any], *, results_dirs: list[str | Path]) -> EvalTable:
+    kind = cfg["kind"]
+    results, bad = scan(results_dirs, kind)
+    encoders = cfg.get("encoders") or sorted({e for e, _ in results})
+    datasets = cfg.get("datasets") or sorted({d for _, d in results})
+    return EvalTable(name=cfg["name"], title=cfg.get("title") or cfg["name"], kind=kind,
+                     results=results, encoders=list(encoders), datasets=list(datasets),
+                     labels=dict(cfg.get("labels") or {}), k=int(cfg.get("k") or 20),
+                     bad_files=bad)  # fmt: skip
+
+
+def _shots(t: EvalTable, ds: str) -> list[int]:
+    return sorted({int(k) for (_, d), r in t.results.items() if d == ds for k in r["by_k"]})
+
+
+def _fewshot_md(t: EvalTable) -> list[str]:
+    lines = []
+    for ds in t.datasets:
+        shots = _shots(t, ds)
+        lines += ["", f"#### {t.label(ds)}", "", "| Encoder | " + " | ".join(
+            f"{k}-shot" for k in shots) + " |", "|---|" + "---:|" * len(shots)]  # fmt: skip
+        for enc in t.encoders:
+            rec = t.results.get((enc, ds))
+            if rec is None:
+                continue
+            cells = [rec["by_k"].get(str(k)) for k in shots]
+            lines.append(
+                f"| {t.label(enc)} | "
+                + " | ".join(
+                    "-" if c is None else f"{c['mean']:.2f} ± {c['std']:.2f}" for c in cells
+                )
+                + " |"
+            )
+    return lines
+
+
+def _knn_md(t: EvalTable) -> list[str]:
+    head = ["Dataset"] + [f"{t.label(e)} {w}" for e in t.encoders for w in ("best k", f"k={t.k}")]
+    lines = ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for ds in t.datasets:
+        row = [t.label(ds)]
+        for enc in t.encoders:
+            best, fixed = _knn_cells(t.results.get((enc, ds)), t.k)
+            row += [f"{best[1]:.2f} (k={best[0]})" if best else "-",
+                    f"{fixed:.2f}" if fixed is not None else "-"]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _knn_cells(rec: dict | None, k: int) -> tuple[tuple[int, float] | None, float | None]:
+    if rec is None:
+        return None, None
+    scores = {int(kk): float(v["score"]) for kk, v in rec["by_k"].items()}
+    best = max(scores, key=lambda kk: (scores[kk], -kk))
+    return (best, scores[best]), scores.get(k)
+
+
+def to_markdown(t: EvalTable) -> str:
+    lines = [f"### {t.title}"]
+    lines += _fewshot_md(t) if t.kind == "fewshot" else _knn_md(t)
+    if not t.results:
+        lines += ["", f"No {t.kind} results found: run `python -m probe eval={t.kind} ...`."]
+    if t.bad_files:
+        lines += ["", "Unreadable result files (skipped):"] + [f"- {b}" for b in t.bad_files]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: EvalTable) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if t.kind == "fewshot":
+        w.writerow(["dataset", "encoder", "k", "mean", "std", "seeds", "scores"])
+        for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            for k, v in sorted(rec["by_k"].items(), key=lambda kv: int(kv[0])):
+                w.writerow([ds, enc, k, f"{v['mean']:.2f}", f"{v['std']:.2f}", len(v["scores"]),
+                            ";".join(f"{s:.2f}" for s in v["scores"])])  # fmt: skip
+        return buf.getvalue()
+    w.writerow(["dataset", "encoder", "best_k", "best_score", f"k{t.k}_score", "temperature"])
+    for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        best, fixed = _knn_cells(rec, t.k)
+        w.writerow([ds, enc, best[0], f"{best[1]:.2f}",
+                    "" if fixed is None else f"{fixed:.2f}", rec.get("temperature")])  # fmt: skip
+    return buf.getvalue()
+
+
+def fewshot_png(t: EvalTable, *, dpi: int = 150) -> bytes:
+    """Score against shots (log axis) per dataset, a line and a +-1 std band per encoder."""
+    n = max(len(t.datasets), 1)
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(4.2 * ncols + 1.8, 3.2 * nrows))
+    FigureCanvasAgg(fig)
+    for i, ds in enumerate(t.datasets):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for j, enc in enumerate(t.encoders):
+            rec = t.results.get((enc, ds))
+            if rec is None:
+                continue
+            ks = sorted(int(k) for k in rec["by_k"])
+            mean = [rec["by_k"][str(k)]["mean"] for k in ks]
+            std = [rec["by_k"][str(k)]["std"] for k in ks]
+            ax.plot(ks, mean, marker="o", color=f"C{j}", label=t.label(enc))
+            ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)], color=f"C{j}",
+                            alpha=0.2, linewidth=0)  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(_shots(t, ds) or [1])
+        ax.set_xticklabels([str(k) for k in _shots(t, ds)] or ["1"])
+        ax.set_title(t.label(ds), fontsize=9)
+        ax.set_xlabel("training images per class")
+        ax.set_ylabel("test score (%)")
+        ax.grid(alpha=0.3)
+    handles, labels = fig.axes[0].get_legend_handles_labels() if fig.axes else ([], [])
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(t.title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.85, 0.95))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
