@@ -137,13 +137,13 @@ def refit_and_test(
     return score(solver.predict(fit, test[0]), test[1], metric), fit
 
 
-def _warn_unconverged(records: list[dict[str, Any]]) -> None:
+def _warn_unconverged(records: list[dict[str, Any]], max_iter: Any) -> None:
     bad = [r["C"] for r in records if not r["converged"]]
     if bad:
         log.warning(
-            "%d of %d searched C values did not meet the gradient rule within probe.max_iter "
-            "(C=%s); the result records converged=false for them",
-            len(bad), len(records), ", ".join(f"{c:.3g}" for c in bad),
+            "%d of %d searched C values did not converge within probe.max_iter=%s (the gradient "
+            "rule fails at C=%s); the result records converged=false for them",
+            len(bad), len(records), max_iter, ", ".join(f"{c:.3g}" for c in bad),
         )  # fmt: skip
 
 
@@ -153,7 +153,7 @@ def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
     solver = task.make_solver()
     found = search(solver=solver, train=task.train, val=task.val, num_classes=task.num_classes,
                    metric=task.metric)  # fmt: skip
-    _warn_unconverged(found.records)
+    _warn_unconverged(found.records, getattr(solver, "max_iter", None))
     both = (np.concatenate([task.train[0], task.val[0]]),
             np.concatenate([task.train[1], task.val[1]]))  # fmt: skip
     test = (np.asarray(task.test[0]), task.test[1])
