@@ -22,6 +22,9 @@ from faultkit import entries, finished, shards_done
 from probe.launch.resources import TaskResources
 from probe.run import run
 
+# one worker runs them all (pytest -n): one cluster per session, not one per worker
+pytestmark = pytest.mark.xdist_group("slurm")
+
 SCRIPT = REPO / "slurm" / "probe_array.sbatch"
 CPU_FLAGS = " ".join(TaskResources(gpus=0, mem="1G", cpus=1).flags())
 # the fault tests' slow stand-in encoder (tests/stubs.py), slowed so a kill lands mid-split:
