@@ -25,12 +25,15 @@ class Split:
     `load(item)` turns an item (a path, an index, an array row) into what the encoder's
     transform takes (a PIL image, or a feature vector for precomputed features). `ids` name
     the samples stably (relative paths, indices) so the cache can tell two copies apart.
+    `block(a, b)`, where a family has it, returns samples a..b-1 at once as one array (rows of
+    precomputed features), so extraction can copy them in blocks instead of one by one.
     """
 
     items: Sequence[Any]
     labels: np.ndarray
     load: Callable[[Any], Any]
     ids: Sequence[str] | None = None
+    block: Callable[[int, int], Any] | None = None
     _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -77,9 +77,17 @@ class _Rows:
         return {"path": self.path, "key": self.key, "_array": None}
 
     def __call__(self, index: int) -> np.ndarray:
+        return np.array(self.array[index])  # a copy: rows of a memmap are read-only
+
+    @property
+    def array(self) -> np.ndarray:
         if self._array is None:
             self._array = _read(self.path, self.key)
-        return np.array(self._array[index])  # a copy: rows of a memmap are read-only
+        return self._array
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop): a read-only view of the memory map (no copy)."""
+        return self.array[start:stop]
 
 
 def file_digest(path: Path) -> str:
@@ -162,14 +170,16 @@ def build(
             "raise it or leave it at auto"
         )
     digest = file_digest(file)[:16]
+    rows = {split: _Rows(file, f"x_{split}", x) for split, (x, _) in arrays.items()}
     splits = {
         split: Split(
             items=range(len(y)),
             labels=np.asarray(y, dtype=np.int64),
-            load=_Rows(file, f"x_{split}", x),
+            load=rows[split],
             ids=[f"{digest}/{split}/{i}" for i in range(len(y))],
+            block=rows[split].block,
         )
-        for split, (x, y) in arrays.items()
+        for split, (_, y) in arrays.items()
     }
     spec = dict(val or {})
     if "val" in arrays:

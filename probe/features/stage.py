@@ -24,6 +24,7 @@ from probe.features.batching import compile_encoder
 from probe.features.cache import CacheEntry, entry_for, fingerprint, library_drift
 from probe.features.distributed import Context, broadcast
 from probe.features.extract import DEFAULT_SHARD_SIZE, extract_entries
+from probe.features.loader import DEFAULT_PREFETCH_MB
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,17 @@ def cache_entries(
 
 
 def extract_options(cfg: DictConfig) -> dict[str, Any]:
-    """The `extract:` node (shard size, lock timeout, verification), with defaults."""
-    opts = {"shard_size": DEFAULT_SHARD_SIZE, "lock_timeout": 3600, "verify": True}
+    """The `extract:` node (shard size, lock timeout, verification, prefetch budget), with
+    defaults."""
+    opts = {"shard_size": DEFAULT_SHARD_SIZE, "lock_timeout": 3600, "verify": True,
+            "prefetch_mb": DEFAULT_PREFETCH_MB}  # fmt: skip
     opts.update(plain(cfg.get("extract") or {}))
+    budget = opts["prefetch_mb"]
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
+        raise ProbeError(
+            f"extract.prefetch_mb={budget!r} must be a positive number of MB (the bytes of "
+            f"decoded batches loaded ahead), e.g. {DEFAULT_PREFETCH_MB}"
+        )
     return opts
 
 
@@ -223,5 +232,6 @@ def ensure_features(
             shard_size=int(opts["shard_size"]),
             ctx=ctx,
             lock_timeout=opts["lock_timeout"],
+            prefetch_mb=opts["prefetch_mb"],
         )
     return time.perf_counter() - start
