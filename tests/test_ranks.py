@@ -52,3 +52,42 @@ def test_rank_zero_finishes_without_seeing_the_other_ranks_records(tmp_path: Pat
     assert hidden == [f"{i:08d}.json" for i in range(1, N // SHARD, 2)]  # rank 1's: odd shards
     feats, labels = CacheEntry(entry, {"t": 1}).load()
     assert np.array_equal(feats[:, 0], np.arange(N)) and np.array_equal(labels, np.arange(N) % 7)
+
+
+def _rank_builds(rank: int, overrides: list[str], out: str) -> None:
+    """Build the run's dataset as every torchrun rank does; note each corrupt-image scan."""
+    import os
+
+    from conftest import compose_cfg
+
+    from probe.datasets import corrupt
+    from probe.features import distributed
+    from probe.features.stage import build_dataset
+
+    os.environ["PROBE_SCAN_CACHE"] = f"{out}/memo-rank{rank}"  # no memo shared through files
+    scans, scan = [], corrupt.find_corrupt
+    corrupt.find_corrupt = lambda split, **kw: scans.append(kw["desc"]) or scan(split, **kw)
+    ctx, _ = distributed.setup("cpu", timeout_s=120)
+    try:
+        ds = build_dataset(compose_cfg(overrides), ctx)
+    finally:
+        distributed.teardown(ctx)
+    sizes = {s: len(v) for s, v in ds.splits.items()}
+    Path(out, f"rank{rank}.json").write_text(json.dumps(
+        {"scans": scans, "sizes": sizes, "skipped": ds.info["skipped_corrupt"],
+         "hashes": {s: v.content_hash() for s, v in ds.splits.items()}}))  # fmt: skip
+
+
+def test_the_corrupt_image_scan_runs_on_rank_zero_only(tmp_path: Path) -> None:
+    import fakes
+
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    fakes.truncate(tmp_path / "data" / "folders" / "train" / "bee" / "9.png")
+    overrides = ["dataset=imagefolder", *fake.overrides, "dataset.skip_corrupt=true"]
+    spawn(_rank_builds, 2, overrides, str(tmp_path))
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["scans"] == ["imagefolder/train", "imagefolder/val", "imagefolder/test"]
+    assert r1["scans"] == [], "rank 1 decoded the images again"
+    assert r0["skipped"] == r1["skipped"] == {"count": 1, "ids": {"train": ["train/bee/9.png"]}}
+    assert r0["sizes"] == r1["sizes"] == {"train": 11, "val": 6, "test": 6}
+    assert r0["hashes"] == r1["hashes"]

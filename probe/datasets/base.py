@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -88,6 +88,43 @@ class ValSpec:
         return spec
 
 
+VAL_RULES = ("config", "present")
+
+
+class DatasetFacts(Protocol):
+    """What the probe stage reads of a dataset: an `ImageDataset`, or its facts as the cache
+    recorded them (`probe.features.cached`, for `stage=probe` without images)."""
+
+    name: str
+    num_classes: int
+    metric: str
+    val: ValSpec
+    expected_sizes: dict[str, int] | None
+    info: dict[str, Any]
+
+
+def resolve_val(val: Any, *, has_val: bool, rule: str = "config") -> ValSpec:
+    """The config's `val:` against the source: whether it has a val split, and the family's rule.
+
+    `rule="config"` (the image families): `source: auto` is the official val split if there
+    is one, else a carve; `official` and `carve` are taken as written. `rule="present"`
+    (`dataset=npz`): a val split in the source is always the official val. The probe stage
+    resolves it again from what meta.json recorded, so both stages decide alike.
+    """
+    cfg = dict(val or {})
+    if cfg.get("source", "carve") == "auto" or (rule == "present" and has_val):
+        cfg["source"] = "official" if has_val else "carve"
+    return ValSpec.from_cfg(cfg)
+
+
+def check_metric(metric: str) -> str:
+    from probe.core.errors import ProbeError
+
+    if metric not in METRICS:
+        raise ProbeError(f"dataset.metric={metric!r} is not known; allowed: {', '.join(METRICS)}")
+    return metric
+
+
 @dataclass
 class ImageDataset:
     """What a dataset family returns: named source splits plus the protocol's metadata."""
@@ -100,14 +137,13 @@ class ImageDataset:
     classes: list[str] | None = None
     expected_sizes: dict[str, int] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    found: list[str] | None = None  # the source's splits, a val carved away included
+    val_rule: str = "config"  # how `val:` meets the source (`resolve_val`)
 
     def __post_init__(self) -> None:
         from probe.core.errors import ProbeError
 
-        if self.metric not in METRICS:
-            raise ProbeError(
-                f"dataset.metric={self.metric!r} is not known; allowed: {', '.join(METRICS)}"
-            )
+        check_metric(self.metric)
         found = ", ".join(self.splits) or "none"
         for needed in ("train", "test"):
             if needed not in self.splits:
@@ -126,3 +162,10 @@ class ImageDataset:
     @property
     def source_splits(self) -> list[str]:
         return [s for s in ("train", "val", "test") if s in self.splits]
+
+    def about(self) -> dict[str, Any]:
+        """What the probe stage needs besides the features, for each entry's meta.json: the
+        class count, the splits the source has and its val rule, the dataset's own record."""
+        return {"num_classes": self.num_classes,
+                "splits": [s for s in ("train", "val", "test") if s in (self.found or self.splits)],
+                "val_rule": self.val_rule, "info": self.info}  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from probe.core.errors import ProbeError
-from probe.datasets.base import ImageDataset, Split, ValSpec
+from probe.datasets.base import ImageDataset, Split, resolve_val
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -181,14 +181,12 @@ def build(
         )
         for split, (_, y) in arrays.items()
     }
-    spec = dict(val or {})
-    if "val" in arrays:
-        spec["source"] = "official"
     return ImageDataset(
         name=name,
         num_classes=int(num_classes),
         metric=metric,
         splits=splits,
-        val=ValSpec.from_cfg(spec),
+        val=resolve_val(val, has_val="val" in arrays, rule="present"),  # x_val: the official val
         info={"path": str(file), "sha256_16": digest},
+        val_rule="present",
     )
