@@ -95,3 +95,26 @@ def test_a_cpu_probe_finds_what_auto_extracted_in_bfloat16(dirs, tmp_path, caplo
     assert rec["dtype"] == "bfloat16" and "computed in bfloat16" in caplog.text
     with pytest.raises(ProbeError, match="stage=probe needs cached features"):
         run(compose_cfg([*probe, "encoder.dtype=float32"]))  # asked: fp32 only
+
+
+def test_an_npz_that_changed_is_checked_and_one_that_is_gone_is_not_needed(dirs, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "feats.npz"
+
+    def write(shift: float) -> None:
+        np.savez(path, x_train=rng.normal(size=(90, 4)) + shift, y_train=np.arange(90) % 3,
+                 x_val=rng.normal(size=(30, 4)), y_val=np.arange(30) % 3,
+                 x_test=rng.normal(size=(30, 4)), y_test=np.arange(30) % 3)  # fmt: skip
+
+    write(0.0)
+    overrides = [*dirs, "encoder=precomputed", "dataset=npz", f"dataset.path={path}", *FAST]
+    full = run(compose_cfg(overrides))
+    assert full["n_val"] == 30  # x_val: the official val, whatever dataset.val says
+    write(5.0)  # same path, new rows: stat-ed, hashed, refused
+    with pytest.raises(ProbeError, match="dataset samples or labels changed"):
+        run(compose_cfg([*overrides, "stage=probe", "dataset.val.source=carve"]))
+    path.unlink()
+    probed = run(compose_cfg([*overrides, "stage=probe", "dataset.val.source=carve"]))
+    assert (probed["score"], probed["C"], probed["n_val"]) == (full["score"], full["C"], 30)

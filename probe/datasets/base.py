@@ -139,6 +139,7 @@ class ImageDataset:
     info: dict[str, Any] = field(default_factory=dict)
     found: list[str] | None = None  # the source's splits, a val carved away included
     val_rule: str = "config"  # how `val:` meets the source (`resolve_val`)
+    stamp: dict[str, Any] | None = None  # a one-file source's path, size and mtime (npz)
 
     def __post_init__(self) -> None:
         from probe.core.errors import ProbeError
@@ -166,6 +167,8 @@ class ImageDataset:
     def about(self) -> dict[str, Any]:
         """What the probe stage needs besides the features, for each entry's meta.json: the
         class count, the splits the source has and its val rule, the dataset's own record."""
-        return {"num_classes": self.num_classes,
-                "splits": [s for s in ("train", "val", "test") if s in (self.found or self.splits)],
-                "val_rule": self.val_rule, "info": self.info}  # fmt: skip
+        found = self.found or list(self.splits)
+        about = {"num_classes": self.num_classes,
+                 "splits": [s for s in ("train", "val", "test") if s in found],
+                 "val_rule": self.val_rule, "info": self.info}  # fmt: skip
+        return {**about, "stamp": self.stamp} if self.stamp else about

@@ -189,4 +189,12 @@ def build(
         val=resolve_val(val, has_val="val" in arrays, rule="present"),  # x_val: the official val
         info={"path": str(file), "sha256_16": digest},
         val_rule="present",
+        stamp=file_stamp(file),
     )
+
+
+def file_stamp(path: Path) -> dict[str, Any]:
+    """What tells a replaced file without reading it: `stage=probe` compares it (a file that
+    changed is hashed and checked against the cache; a file that is gone is not needed)."""
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

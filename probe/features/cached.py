@@ -7,7 +7,9 @@ entry's meta.json got at extraction (class count, the splits the source has and 
 rule, the dataset's own record) stands in for the dataset; the val split is decided from it
 with the config's `val:` by the rule the dataset itself applies (`resolve_val`), so changing
 the carve still needs no re-extraction. What the images hold now is not compared here: a
-`stage=extract` or `stage=all` run checks the cache against them (ids, labels, counts).
+`stage=extract` or `stage=all` run checks the cache against them (ids, labels, counts). A
+one-file source (`dataset=npz`) that is still there is stat-ed: replaced since the
+extraction, it is hashed and checked as before.
 
 An entry's dtype: `encoder.dtype=auto` means bf16 on CUDA and fp32 elsewhere at extraction,
 so a CPU node probing what a GPU node extracted looks for both, this device's first.
@@ -16,6 +18,7 @@ so a CPU node probing what a GPU node extracted looks for both, this device's fi
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -73,6 +76,10 @@ def probe_inputs(
         log.info("%s: cached before meta.json recorded the dataset; building the dataset to "
                  "check it (a stage=extract run adds the record)", train.path)  # fmt: skip
         return None
+    if _changed(about.get("stamp")):
+        log.info("%s changed since it was extracted: checking it against the cache",
+                 about["stamp"]["path"])  # fmt: skip
+        return None
     if dtype != candidates[0]:
         log.info("probing features computed in %s (encoder.dtype=auto at extraction)", dtype)
     facts = _facts(cfg, about)
@@ -84,6 +91,17 @@ def probe_inputs(
     _check_labels(facts, entries)
     warn_drift(entries)
     return facts, entries, dtype
+
+
+def _changed(stamp: dict[str, Any] | None) -> bool:
+    """A one-file source (npz) present but not the file that was extracted."""
+    if not stamp:
+        return False
+    try:
+        st = os.stat(stamp["path"])
+    except OSError:
+        return False  # gone: the cache is all the probe needs
+    return (st.st_size, st.st_mtime_ns) != (stamp["size"], stamp["mtime_ns"])
 
 
 def _facts(cfg: DictConfig, about: dict[str, Any]) -> CachedDataset:
