@@ -16,26 +16,24 @@ from omegaconf import DictConfig, OmegaConf
 from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
-from probe.datasets.base import ImageDataset
+from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.outcome import Task, bootstrap_options
 from probe.evaluations.splits import protocol_splits
 from probe.features.cache import CacheEntry
-from probe.features.distributed import setup, teardown
-from probe.features.stage import cache_entries, ensure_features, pin_encoder
+from probe.features.cached import probe_inputs
+from probe.features.distributed import Context, setup, teardown
+from probe.features.stage import build_dataset, cache_entries, ensure_features, pin_encoder
 from probe.report.heads import write_head
 from probe.report.record import result_name, result_path, write_result
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "extract", "probe")
+__all__ = ["build_dataset", "run", "probe_stage"]
 
 
-def build_dataset(cfg: DictConfig) -> ImageDataset:
-    return make(cfg.dataset)
-
-
-def warn_sizes(dataset: ImageDataset, sizes: dict[str, int]) -> None:
+def warn_sizes(dataset: DatasetFacts, sizes: dict[str, int]) -> None:
     for split, expected in (dataset.expected_sizes or {}).items():
         if split in sizes and sizes[split] != expected:
             log.warning(
@@ -52,14 +50,22 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)
-    dataset = build_dataset(cfg)
     ctx, device = setup(device)
     try:
         cfg, weights = pin_encoder(cfg, ctx)  # encoder.revision: the commit it names now
-        entries = cache_entries(cfg, dataset, dtype)
-        extract_seconds = ensure_features(
-            cfg, dataset, entries, device=device, dtype=dtype, ctx=ctx
-        )
+        if cfg.stage == "probe" and not ctx.main:
+            return None  # the probe runs on rank 0; nothing else to share
+        inputs = probe_inputs(cfg, device=device) if cfg.stage == "probe" else None
+        if inputs is not None:  # stage=probe: the cache alone, no images
+            dataset, entries, dtype = inputs
+            extract_seconds = 0.0
+        else:  # the other ranks left already if stage=probe: rank 0 checks alone
+            ranks = Context() if cfg.stage == "probe" else ctx
+            dataset = build_dataset(cfg, ranks)
+            entries = cache_entries(cfg, dataset.source_splits, dtype)
+            extract_seconds = ensure_features(
+                cfg, dataset, entries, device=device, dtype=dtype, ctx=ranks
+            )
     finally:
         teardown(ctx)
     if cfg.stage == "extract" or not ctx.main:
@@ -70,7 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 
 def probe_stage(
     cfg: DictConfig,
-    dataset: ImageDataset,
+    dataset: DatasetFacts,
     entries: dict[str, CacheEntry],
     *,
     device: str,

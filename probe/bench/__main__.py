@@ -1,4 +1,4 @@
-"""`python -m probe.bench solvers|extract|evals [...]`: dispatch to one benchmark module."""
+"""`python -m probe.bench solvers|extract|evals|precomputed [...]`: dispatch to one benchmark."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ BENCHES = {
     "solvers": "probe.bench.solvers",
     "extract": "probe.bench.extract",
     "evals": "probe.bench.evals",
+    "precomputed": "probe.bench.precomputed",
 }
 
 

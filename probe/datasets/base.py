@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,12 +25,15 @@ class Split:
     `load(item)` turns an item (a path, an index, an array row) into what the encoder's
     transform takes (a PIL image, or a feature vector for precomputed features). `ids` name
     the samples stably (relative paths, indices) so the cache can tell two copies apart.
+    `block(a, b)`, where a family has it, returns samples a..b-1 at once as one array (rows of
+    precomputed features), so extraction can copy them in blocks instead of one by one.
     """
 
     items: Sequence[Any]
     labels: np.ndarray
     load: Callable[[Any], Any]
     ids: Sequence[str] | None = None
+    block: Callable[[int, int], Any] | None = None
     _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,43 @@ class ValSpec:
         return spec
 
 
+VAL_RULES = ("config", "present")
+
+
+class DatasetFacts(Protocol):
+    """What the probe stage reads of a dataset: an `ImageDataset`, or its facts as the cache
+    recorded them (`probe.features.cached`, for `stage=probe` without images)."""
+
+    name: str
+    num_classes: int
+    metric: str
+    val: ValSpec
+    expected_sizes: dict[str, int] | None
+    info: dict[str, Any]
+
+
+def resolve_val(val: Any, *, has_val: bool, rule: str = "config") -> ValSpec:
+    """The config's `val:` against the source: whether it has a val split, and the family's rule.
+
+    `rule="config"` (the image families): `source: auto` is the official val split if there
+    is one, else a carve; `official` and `carve` are taken as written. `rule="present"`
+    (`dataset=npz`): a val split in the source is always the official val. The probe stage
+    resolves it again from what meta.json recorded, so both stages decide alike.
+    """
+    cfg = dict(val or {})
+    if cfg.get("source", "carve") == "auto" or (rule == "present" and has_val):
+        cfg["source"] = "official" if has_val else "carve"
+    return ValSpec.from_cfg(cfg)
+
+
+def check_metric(metric: str) -> str:
+    from probe.core.errors import ProbeError
+
+    if metric not in METRICS:
+        raise ProbeError(f"dataset.metric={metric!r} is not known; allowed: {', '.join(METRICS)}")
+    return metric
+
+
 @dataclass
 class ImageDataset:
     """What a dataset family returns: named source splits plus the protocol's metadata."""
@@ -97,14 +137,14 @@ class ImageDataset:
     classes: list[str] | None = None
     expected_sizes: dict[str, int] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    found: list[str] | None = None  # the source's splits, a val carved away included
+    val_rule: str = "config"  # how `val:` meets the source (`resolve_val`)
+    stamp: dict[str, Any] | None = None  # a one-file source's path, size and mtime (npz)
 
     def __post_init__(self) -> None:
         from probe.core.errors import ProbeError
 
-        if self.metric not in METRICS:
-            raise ProbeError(
-                f"dataset.metric={self.metric!r} is not known; allowed: {', '.join(METRICS)}"
-            )
+        check_metric(self.metric)
         found = ", ".join(self.splits) or "none"
         for needed in ("train", "test"):
             if needed not in self.splits:
@@ -123,3 +163,12 @@ class ImageDataset:
     @property
     def source_splits(self) -> list[str]:
         return [s for s in ("train", "val", "test") if s in self.splits]
+
+    def about(self) -> dict[str, Any]:
+        """What the probe stage needs besides the features, for each entry's meta.json: the
+        class count, the splits the source has and its val rule, the dataset's own record."""
+        found = self.found or list(self.splits)
+        about = {"num_classes": self.num_classes,
+                 "splits": [s for s in ("train", "val", "test") if s in found],
+                 "val_rule": self.val_rule, "info": self.info}  # fmt: skip
+        return {**about, "stamp": self.stamp} if self.stamp else about

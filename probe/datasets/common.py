@@ -23,7 +23,7 @@ from PIL import Image
 
 from probe.core.errors import ProbeError
 from probe.core.images import decode
-from probe.datasets.base import ImageDataset, Split, ValSpec
+from probe.datasets.base import ImageDataset, Split, resolve_val
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -95,14 +95,6 @@ class Meta:
         return cls(**{k: cfg[k] for k in keys if k in cfg})
 
 
-def _resolve_val(val: Any, splits: dict[str, Split]) -> ValSpec:
-    """`val.source: auto` (generic sources): the official val split if there is one."""
-    cfg = dict(val or {})
-    if cfg.get("source", "carve") == "auto":
-        cfg["source"] = "official" if "val" in splits else "carve"
-    return ValSpec.from_cfg(cfg)
-
-
 def _check_not_empty(splits: dict[str, Split], *, name: str) -> None:
     for split_name, split in splits.items():
         if len(split) == 0:
@@ -121,7 +113,8 @@ def assemble(
 ) -> ImageDataset:
     """Checks shared by all families, the optional corrupt-image skip, then the dataset."""
     info = dict(info or {})
-    val = _resolve_val(meta.val, splits)
+    found = list(splits)
+    val = resolve_val(meta.val, has_val="val" in splits)
     if val.source == "carve" and "val" in splits:  # an unused val split is not extracted
         log.info("%s: val is carved from train (dataset.val.source=carve)", meta.name)
         splits = {k: v for k, v in splits.items() if k != "val"}
@@ -153,6 +146,7 @@ def assemble(
         classes=list(classes) if classes else None,
         expected_sizes=dict(meta.expected_sizes) if meta.expected_sizes else None,
         info=info,
+        found=found,
     )
 
 

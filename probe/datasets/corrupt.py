@@ -7,6 +7,11 @@ JSON file keyed by the split's ids, labels and each file's size and modification
 rerun (e.g. `stage=probe` on a CPU node) does not decode everything again; touching any
 file rescans. The memo lives in `$PROBE_SCAN_CACHE`, else `$XDG_CACHE_HOME/probe/scans`
 (`~/.cache/probe/scans`).
+
+Under torchrun the scan runs once: rank 0 builds the dataset inside `recorded()`, which
+collects each split's outcome, and the other ranks build theirs inside `answered(outcomes)`,
+which answers a split with the same sample ids and labels without decoding or stat-ing
+anything (`probe.features.stage.build_dataset`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,36 @@ from probe.datasets.base import Split
 from probe.datasets.common import ImageFiles
 
 log = logging.getLogger(__name__)
+
+
+# content hash of a split (ids and labels, before any drop) -> indices of its unreadable items:
+# filled inside `recorded()`, read inside `answered()`; empty otherwise
+_SHARED: dict[str, list[int]] = {}
+_MODE: list[str] = []
+
+
+@contextmanager
+def recorded() -> Iterator[dict[str, list[int]]]:
+    """The outcome of every split scanned (or remembered) inside the block, to share."""
+    _SHARED.clear()
+    _MODE.append("record")
+    try:
+        yield _SHARED
+    finally:
+        _MODE.pop()
+
+
+@contextmanager
+def answered(outcomes: dict[str, list[int]]) -> Iterator[None]:
+    """Inside the block, a split whose ids and labels another process scanned is answered."""
+    _SHARED.clear()
+    _SHARED.update(outcomes)
+    _MODE.append("answer")
+    try:
+        yield
+    finally:
+        _MODE.pop()
+        _SHARED.clear()
 
 
 def memo_dir() -> Path:
@@ -66,6 +102,8 @@ def find_corrupt(split: Split, *, desc: str, workers: int | None = None) -> list
     from tqdm.auto import tqdm
 
     workers = workers or min(32, len(os.sched_getaffinity(0)) * 2)
+    log.info("%s: decoding all %d images to find unreadable ones (dataset.skip_corrupt)", desc,
+             len(split))  # fmt: skip
     with ThreadPoolExecutor(max_workers=workers) as pool:
         flags = list(
             tqdm(
@@ -107,11 +145,22 @@ def drop(split: Split, bad: Sequence[int]) -> Split:
     )
 
 
+def _outcome(split: Split, *, desc: str) -> list[int]:
+    """The split's unreadable items: shared by another rank, remembered, or scanned now."""
+    mode = _MODE[-1] if _MODE else None
+    if mode == "answer" and split.content_hash() in _SHARED:
+        return _SHARED[split.content_hash()]
+    bad = remembered_corrupt(split, desc=desc)
+    if mode == "record":
+        _SHARED[split.content_hash()] = bad
+    return bad
+
+
 def skip_corrupt_images(splits: dict[str, Split], *, name: str) -> dict[str, Any]:
     """Drop unreadable images from every split, in place; returns the record of what went."""
     record: dict[str, Any] = {"count": 0, "ids": {}}
     for split_name, split in list(splits.items()):
-        bad = remembered_corrupt(split, desc=f"{name}/{split_name}")
+        bad = _outcome(split, desc=f"{name}/{split_name}")
         if bad:
             ids = split.ids or [str(i) for i in range(len(split))]
             record["ids"][split_name] = [ids[i] for i in bad]

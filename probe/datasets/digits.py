@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from probe.datasets.base import ImageDataset, Split, ValSpec
+from probe.datasets.base import ImageDataset, Split, resolve_val
 from probe.datasets.splits import stratified_holdout
 
 
@@ -50,7 +50,7 @@ def build(
         num_classes=10,
         metric=metric,
         splits=splits,
-        val=ValSpec.from_cfg(val),
+        val=resolve_val(val, has_val=False),
         classes=[str(i) for i in range(10)],
         expected_sizes={"train": len(labels) - test_count, "test": test_count},
     )

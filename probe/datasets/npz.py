@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from probe.core.errors import ProbeError
-from probe.datasets.base import ImageDataset, Split, ValSpec
+from probe.datasets.base import ImageDataset, Split, resolve_val
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -77,9 +77,17 @@ class _Rows:
         return {"path": self.path, "key": self.key, "_array": None}
 
     def __call__(self, index: int) -> np.ndarray:
+        return np.array(self.array[index])  # a copy: rows of a memmap are read-only
+
+    @property
+    def array(self) -> np.ndarray:
         if self._array is None:
             self._array = _read(self.path, self.key)
-        return np.array(self._array[index])  # a copy: rows of a memmap are read-only
+        return self._array
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop): a read-only view of the memory map (no copy)."""
+        return self.array[start:stop]
 
 
 def file_digest(path: Path) -> str:
@@ -162,23 +170,31 @@ def build(
             "raise it or leave it at auto"
         )
     digest = file_digest(file)[:16]
+    rows = {split: _Rows(file, f"x_{split}", x) for split, (x, _) in arrays.items()}
     splits = {
         split: Split(
             items=range(len(y)),
             labels=np.asarray(y, dtype=np.int64),
-            load=_Rows(file, f"x_{split}", x),
+            load=rows[split],
             ids=[f"{digest}/{split}/{i}" for i in range(len(y))],
+            block=rows[split].block,
         )
-        for split, (x, y) in arrays.items()
+        for split, (_, y) in arrays.items()
     }
-    spec = dict(val or {})
-    if "val" in arrays:
-        spec["source"] = "official"
     return ImageDataset(
         name=name,
         num_classes=int(num_classes),
         metric=metric,
         splits=splits,
-        val=ValSpec.from_cfg(spec),
+        val=resolve_val(val, has_val="val" in arrays, rule="present"),  # x_val: the official val
         info={"path": str(file), "sha256_16": digest},
+        val_rule="present",
+        stamp=file_stamp(file),
     )
+
+
+def file_stamp(path: Path) -> dict[str, Any]:
+    """What tells a replaced file without reading it: `stage=probe` compares it (a file that
+    changed is hashed and checked against the cache; a file that is gone is not needed)."""
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -83,7 +83,9 @@ class Encoder:
     `forward` maps a batch on `device` to (B, D) features, or to a dict of them by feature
     kind when the family computes several kinds in one pass (`kinds` names them, in the order
     `embed` concatenates them). `embed` wraps it with inference mode and autocast so families
-    only write the model call. `feature_dim` is the backbone's width.
+    only write the model call. `feature_dim` is the backbone's width. `block`, for families
+    whose samples already are features, turns a block of samples (`Split.block`) into float32
+    features at once; it must give what `embed` gives on the same rows, bit for bit.
     """
 
     transform: Callable[[Any], torch.Tensor]
@@ -92,6 +94,7 @@ class Encoder:
     dtype: str = "float32"
     feature_dim: int | None = None
     kinds: tuple[str, ...] = ()
+    block: Callable[[Any], Any] | None = None
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         batch = batch.to(self.device, non_blocking=True)

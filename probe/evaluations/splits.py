@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe.datasets.base import ImageDataset
+from probe.datasets.base import DatasetFacts
 from probe.datasets.splits import stratified_holdout
 
 Pair = tuple[np.ndarray, np.ndarray]
 
 
-def protocol_splits(dataset: ImageDataset, feats: dict[str, Pair]) -> tuple[Pair, Pair, Pair]:
+def protocol_splits(dataset: DatasetFacts, feats: dict[str, Pair]) -> tuple[Pair, Pair, Pair]:
     """train / val / test per the protocol: the official val split, or a stratified carve."""
     X, y = feats["train"]
     if dataset.val.source == "official":

@@ -202,6 +202,12 @@ class CacheEntry:
         meta = {**meta, "libraries": library_versions(), "fingerprint": self.fingerprint}
         write_json_atomic(self.meta_path, meta)
 
+    def update_meta(self, fields: dict[str, Any]) -> None:
+        """Add fields to a finished entry's meta.json (atomically; the rest is kept as is)."""
+        meta = self.meta()
+        if meta is not None:
+            write_json_atomic(self.meta_path, {**meta, **fields})
+
     @property
     def lock_path(self) -> Path:
         """Beside the entry (not in it, so wiping the entry never drops a held lock); hidden, so

@@ -77,14 +77,18 @@ def broadcast(obj: Any, ctx: Context) -> Any:
     return box[0]
 
 
+def all_gather(obj: Any, ctx: Context) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank (picklable objects)."""
+    if not ctx.active:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def all_ok(ok: bool, ctx: Context) -> bool:
     """True on every rank iff every rank says ok: a failing rank never leaves others hanging."""
-    if not ctx.active:
-        return ok
-    flag = [ok]
-    gathered: list[Any] = [None] * ctx.world
-    dist.all_gather_object(gathered, flag[0])
-    return all(gathered)
+    return all(all_gather(ok, ctx))
 
 
 def barrier(ctx: Context) -> None:

@@ -1,9 +1,11 @@
 """Batched feature extraction of one source split into a cache entry: resumable, locked, sharded.
 
-Decoding and preprocessing run in DataLoader workers (pinned memory on CUDA); rows are
-written in place as they come (`shards.py`), so host memory holds a few batches however
-large the split is. The split is cut into shards; each finished shard is recorded with its
-hash, so a killed extraction resumes from the last finished shard. Batches never straddle a
+Decoding and preprocessing run in DataLoader workers (pinned memory on CUDA) whose buffered
+batches fit `extract.prefetch_mb` (`loader.py`; rows that already are features are copied in
+array blocks instead); rows are written in place as they come (`shards.py`), so host memory
+holds a budgeted number of batches however large the split is. The split is cut into shards
+(`plan.py` decides which are still to do); each finished shard is recorded with its hash,
+so a killed extraction resumes from the last finished shard. Batches never straddle a
 shard, so the batches (and the bits) are the same whether a split is extracted in one go,
 resumed, or spread over torchrun ranks. One process per entry: the others wait on its lock.
 Several entries (the feature kinds of one encoder) fill from one pass over the images: each
@@ -20,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from probe.core import preempt
@@ -28,11 +29,12 @@ from probe.core.errors import ProbeError
 from probe.core.io import save_npy_atomic
 from probe.datasets.base import Split
 from probe.encoders.base import Encoder
-from probe.features import shards
-from probe.features.batching import AdaptiveEmbed, Samples, resolve_num_workers, to_host
+from probe.features import loader, shards
+from probe.features.batching import AdaptiveEmbed, resolve_num_workers
 from probe.features.cache import CacheEntry, file_sha256
-from probe.features.distributed import Context, all_ok, barrier, broadcast
+from probe.features.distributed import Context, all_gather, all_ok, barrier, broadcast
 from probe.features.lock import EntryLock
+from probe.features.plan import make_plan
 
 log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 8192
@@ -54,11 +56,15 @@ def extract_entries(
     shard_size: int = DEFAULT_SHARD_SIZE,
     ctx: Context | None = None,
     lock_timeout: float | None = 3600.0,
+    prefetch_mb: float = loader.DEFAULT_PREFETCH_MB,
+    about: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fill every entry (feature kind -> entry, resuming partial ones) in one pass over `split`.
 
     Every rank of `ctx` calls this; rank 0 holds the entries' locks, plans, and writes each
-    meta.json once all ranks have written their shards. Returns kind -> meta.
+    meta.json once all ranks have written their shards (their hashes come over the process
+    group). `about` (the dataset's facts) goes into meta.json, for a probe stage that reads
+    only the cache. Returns kind -> meta.
     """
     if batch_size <= 0:
         raise ProbeError(f"batch_size={batch_size} must be a positive integer, e.g. 256")
@@ -70,29 +76,30 @@ def extract_entries(
     paths = sorted(e.lock_path for e in entries.values())  # one lock order for every job
     locks = [EntryLock(p, timeout=lock_timeout) for p in paths] if ctx.main else []
     try:
-        plan = _plan(encoder, split, entries, shard_size=shard_size, locks=locks,
-                     desc=desc) if ctx.main else None  # fmt: skip
+        plan = make_plan(encoder, split, entries, shard_size=shard_size, locks=locks,
+                         desc=desc) if ctx.main else None  # fmt: skip
         plan = broadcast(plan, ctx)
         if "error" in plan:
             raise ProbeError(plan["error"]) if ctx.main else ProbeError(f"{desc}: rank 0 failed")
         todo = {k: entries[k] for k in plan["keys"]}
         if todo:
             with preempt.deferred(desc):  # from here a SIGTERM stops at the next shard boundary
-                _run(encoder, split, todo, plan=plan, batch_size=batch_size,
-                     num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
+                _run(encoder, split, todo, plan=plan, desc=desc, ctx=ctx, about=about,
+                     load={"batch_size": batch_size, "num_workers": num_workers,
+                           "prefetch_mb": prefetch_mb})  # fmt: skip
         return {k: e.meta() or {} for k, e in entries.items()}
     finally:
         for lock in reversed(locks):
             lock.release()
 
 
-def _run(encoder, split, entries, *, plan, batch_size, num_workers, desc, ctx) -> None:
-    """Every rank fills its shards; rank 0 finishes each entry once all ranks have."""
+def _run(encoder, split, entries, *, plan, desc, ctx, about, load) -> None:
+    """Every rank fills its shards; rank 0 finishes each entry once all ranks have, from the
+    shard hashes every rank sends it (no directory listing: see `shards.py`)."""
     start = time.perf_counter()
-    error = None
+    error, written = None, {}
     try:
-        _fill(encoder, split, entries, plan=plan, batch_size=batch_size,
-              num_workers=num_workers, desc=desc, ctx=ctx)  # fmt: skip
+        written = _fill(encoder, split, entries, plan=plan, desc=desc, ctx=ctx, **load)
     except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
         error = err
     ok = all_ok(error is None, ctx)
@@ -100,89 +107,16 @@ def _run(encoder, split, entries, *, plan, batch_size, num_workers, desc, ctx) -
         raise error
     if not ok:
         raise ProbeError(f"{desc}: another rank failed; see its log")
+    reported = all_gather(written, ctx)
     if ctx.main:
         seconds = time.perf_counter() - start
         for kind, entry in entries.items():
-            _finish(split, entry, key=plan["keys"][kind], seconds=seconds,
-                    desc=f"{desc}{f' [{kind}]' if kind else ''}")  # fmt: skip
+            hashes = dict(plan["done"][kind])
+            for rank in reported:
+                hashes.update(rank.get(kind, {}))
+            _finish(split, entry, key=plan["keys"][kind], hashes=hashes, seconds=seconds,
+                    about=about, desc=f"{desc}{f' [{kind}]' if kind else ''}")  # fmt: skip
     barrier(ctx)
-
-
-def _plan(
-    encoder: Encoder,
-    split: Split,
-    entries: dict[str, CacheEntry],
-    *,
-    shard_size: int,
-    locks: list[EntryLock],
-    desc: str,
-) -> dict[str, Any]:
-    """Rank 0: take the locks, then reuse finished entries, resume partial ones, start the rest.
-
-    Returns per entry still to fill its key and shards to do, the columns of its kind in the
-    encoder's output, and the union of shards to run.
-    """
-    try:
-        for lock in locks:
-            try:
-                lock.acquire()
-            except OSError as err:
-                raise shards.disk_error(err, lock.path) from err
-        todo = {k: e for k, e in entries.items()
-                if not e.is_complete(n=len(split), content_hash=split.content_hash())}  # fmt: skip
-        for kind in entries.keys() - todo.keys():
-            log.info("%s: filled meanwhile by another job; using it", entries[kind].path)
-        if not todo:
-            return {"keys": {}, "todo": {}, "shards": []}
-        columns = _columns(encoder, split, list(todo), desc)
-        keys, shard_todo = {}, {}
-        for kind, entry in todo.items():
-            start, stop = columns["spans"][kind]
-            key = {"n": len(split), "dim": stop - start,
-                   "shard_size": shard_size, "content_hash": split.content_hash(),
-                   "fingerprint": entry.fingerprint}  # fmt: skip
-            done = shards.prepare(entry.path, key=key)
-            n_shards = len(shards.shard_ranges(key["n"], shard_size))
-            keys[kind] = json_safe(key)
-            shard_todo[kind] = [i for i in range(n_shards) if i not in done]
-        union = sorted(set().union(*shard_todo.values()))
-        return {"keys": keys, "todo": shard_todo, "columns": columns, "shards": union}
-    except ProbeError as err:
-        return {"error": str(err)}
-
-
-def json_safe(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _columns(encoder: Encoder, split: Split, kinds: list[str], desc: str) -> dict[str, Any]:
-    """One sample through the encoder: each kind's [start, stop) columns in `embed`'s output.
-
-    An encoder with one output fills any single entry (the unnamed kind ``""`` of pixels).
-    """
-    sample = encoder.transform(split.load(split.items[0])).unsqueeze(0)
-    spans, width = {}, 0
-    for name, feats in AdaptiveEmbed(encoder, desc=desc, by_kind=True)(sample).items():
-        spans[name], width = [width, width + int(feats.shape[1])], width + int(feats.shape[1])
-    only = [0, width] if len(spans) == 1 else None
-    out = {}
-    for kind in kinds:
-        out[kind] = spans.get(kind, only)
-        if out[kind] is None:
-            raise ProbeError(f"{desc}: the encoder gives {list(spans)}, not the kind {kind!r}")
-    return {"spans": out, "width": width}
-
-
-def _batches(todo: list[int], *, n: int, shard_size: int, batch_size: int) -> list[tuple]:
-    """(shard, first row, stop row, shard rows) per batch; batches never cross a shard edge."""
-    ranges = shards.shard_ranges(n, shard_size)
-    out = []
-    for i in todo:
-        a, b = ranges[i]
-        out += [(i, s, min(s + batch_size, b), (a, b)) for s in range(a, b, batch_size)]
-    return out
 
 
 def _fill(
@@ -193,38 +127,60 @@ def _fill(
     plan: dict[str, Any],
     batch_size: int,
     num_workers: Any,
+    prefetch_mb: float,
     desc: str,
     ctx: Context,
-) -> None:
-    """This rank's shards: decode in workers, embed once, check, write to every entry, record."""
+) -> dict[str, dict[int, str]]:
+    """This rank's shards: load (budgeted), embed once, check, write to every entry, record.
+
+    Returns kind -> {shard: hash} of the shards this rank wrote.
+    """
     n, shard_size = len(split), next(iter(plan["keys"].values()))["shard_size"]
-    batches = _batches(plan["shards"][ctx.rank :: ctx.world], n=n, shard_size=shard_size,
-                       batch_size=batch_size)  # fmt: skip
+    mine = plan["shards"][ctx.rank :: ctx.world]
+    read = loader.block_reader(split, encoder)
+    rows = batch_size if read is None else loader.block_rows(plan["columns"]["width"], prefetch_mb)
+    batches = loader.batch_ranges(mine, n=n, shard_size=shard_size, batch_size=rows)
     if not batches:
-        return
-    workers = resolve_num_workers(num_workers, n, procs_per_node=ctx.local_world)
-    loader = DataLoader(
-        Samples(split, encoder.transform),
-        batch_sampler=[list(range(a, b)) for _, a, b, _ in batches],
-        num_workers=workers,
-        pin_memory=str(encoder.device).startswith("cuda"),
-        prefetch_factor=4 if workers else None,
-    )
-    embed = AdaptiveEmbed(encoder, desc=desc)
+        return {}
+    if read is not None:
+        stream = loader.blocks(read, batches)
+    else:
+        prefetch = loader.prefetch_plan(
+            workers=resolve_num_workers(num_workers, n, procs_per_node=ctx.local_world),
+            batch_bytes=batch_size * plan["columns"]["sample_bytes"],
+            budget_mb=prefetch_mb, desc=desc,
+        )  # fmt: skip
+        samples = loader.sample_loader(split, encoder.transform, batches, prefetch=prefetch,
+                                       pin=str(encoder.device).startswith("cuda"))  # fmt: skip
+        stream = loader.embedded(samples, batches, AdaptiveEmbed(encoder, desc=desc))
     writers = {
         k: shards.ShardWriter(e.path, dim=plan["keys"][k]["dim"]) for k, e in entries.items()
     }
-    total = sum(b - a for _, a, b, _ in batches)
-    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=1.0,
-               disable=not ctx.main)  # fmt: skip
+    bar = tqdm(total=sum(b - a for _, a, b, _ in batches), desc=desc, unit="img",
+               dynamic_ncols=True, mininterval=1.0, disable=not ctx.main)  # fmt: skip
+    try:
+        _drain(stream, writers=writers, plan=plan, desc=desc, bar=bar, ahead=read is None)
+    finally:
+        stream.close()  # a generator: stops its read-ahead thread or loader workers now
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    return {k: w.hashes for k, w in writers.items()}
+
+
+def _drain(stream, *, writers, plan, desc, bar, ahead: bool) -> None:
+    """Land each batch; with `ahead`, one step behind the stream, so the device computes the
+    next batch meanwhile (block copies have no device to wait for)."""
     land = {"writers": writers, "plan": plan, "desc": desc}
     pending = None
     try:
-        for (images, _labels), where in zip(loader, batches, strict=True):
-            launched = (to_host(embed(images)), where)  # queued; the GPU runs on meanwhile
+        for launched in stream:
             if pending is not None:
                 bar.update(_land(*pending, **land))
             pending = launched
+            if not ahead:
+                bar.update(_land(*pending, **land))
+                pending = None
         if pending is not None:
             bar.update(_land(*pending, **land))
     except Exception:
@@ -232,10 +188,6 @@ def _fill(
         # their death is then part of the stop, not an error of its own
         preempt.checkpoint(f"{desc}: stopped while a shard was being written (it is redone)")
         raise
-    finally:
-        bar.close()
-        for writer in writers.values():
-            writer.close()
 
 
 def _land(
@@ -250,7 +202,7 @@ def _land(
     tensor, done = host
     if done is not None:
         done.synchronize()
-    out = tensor.numpy()
+    out = tensor.numpy() if isinstance(tensor, torch.Tensor) else tensor
     shard, a, b, rows = where
     if out.shape != (b - a, plan["columns"]["width"]):
         raise RuntimeError(f"{desc}: encoder gave {out.shape} for rows {a}-{b - 1}")
@@ -269,10 +221,17 @@ def _land(
 
 
 def _finish(
-    split: Split, entry: CacheEntry, *, key: dict[str, Any], seconds: float, desc: str
+    split: Split,
+    entry: CacheEntry,
+    *,
+    key: dict[str, Any],
+    hashes: dict[int, str],
+    seconds: float,
+    about: dict[str, Any] | None,
+    desc: str,
 ) -> dict[str, Any]:
-    """Rank 0, all shards recorded: labels, then meta.json (atomic, last), then tidy up."""
-    checksum = shards.finalize(entry.path, key=key)
+    """Rank 0, all shards written: labels, then meta.json (atomic, last), then tidy up."""
+    checksum = shards.finalize(entry.path, key=key, hashes=hashes)
     save_npy_atomic(entry.path / "labels.npy", split.labels)
     checksum["labels"] = file_sha256(entry.path / "labels.npy")
     n, dim = key["n"], key["dim"]
@@ -285,6 +244,8 @@ def _finish(
         "images_per_second": round(n / max(seconds, 1e-9), 1),
         "checksum": checksum,
     }
+    if about is not None:
+        meta["dataset"] = about
     entry.finish(meta)
     shards.cleanup(entry.path)
     log.info("%s: %d x %d features in %.1fs (%s)", desc, n, dim, seconds, entry.path)

@@ -13,6 +13,10 @@ holds
 A rerun after a crash keeps every recorded shard whose bytes still hash to the record and
 extracts the rest. The per-shard hashes are computed from the rows as they are written (no
 second read) and end up in meta.json, where they verify the entry each time it is used.
+The process that finishes an entry takes the hashes from its plan (shards resumed) and from
+the writers themselves (over the process group under torchrun), never from a listing of
+`progress/`: on a shared filesystem another node's fresh records may not be visible yet
+(NFS caches directory attributes), and the records exist for resuming only.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from probe.core.errors import ProbeError
 from probe.core.io import disk_error
 
 log = logging.getLogger(__name__)
@@ -81,8 +87,9 @@ def _resumable(entry: Path, key: dict[str, Any]) -> bool:
     return partial == want and feats.shape == (key["n"], key["dim"]) and feats.dtype == np.float32
 
 
-def prepare(entry: Path, *, key: dict[str, Any]) -> set[int]:
-    """Make `entry` ready to receive rows; returns the shards already done (verified).
+def prepare(entry: Path, *, key: dict[str, Any]) -> dict[int, str]:
+    """Make `entry` ready to receive rows; returns the shards already done (verified): index ->
+    the hash of its rows.
 
     `key` holds n, dim, shard_size and the fingerprint: a partial entry is resumed only if
     its key is identical, else it is wiped and preallocated afresh.
@@ -107,18 +114,18 @@ def prepare(entry: Path, *, key: dict[str, Any]) -> set[int]:
         raise disk_error(err, feats) from err
     write_json_atomic(entry / PARTIAL, key)
     fsync_dir(entry)
-    return set()
+    return {}
 
 
-def _verified_done(entry: Path, key: dict[str, Any]) -> set[int]:
+def _verified_done(entry: Path, key: dict[str, Any]) -> dict[int, str]:
     feats = entry / "features.npy"
     offset, ranges = data_offset(feats), shard_ranges(key["n"], key["shard_size"])
-    done = set()
+    done = {}
     for i, rec in progress_records(entry).items():
         if i >= len(ranges) or [rec.get("start"), rec.get("stop")] != list(ranges[i]):
             continue
         if hash_rows(feats, *ranges[i], dim=key["dim"], offset=offset) == rec.get(HASH):
-            done.add(i)
+            done[i] = rec[HASH]
         else:
             log.warning("%s: shard %d (rows %d-%d) does not match its record: redoing", entry, i,
                         *ranges[i])  # fmt: skip
@@ -127,7 +134,14 @@ def _verified_done(entry: Path, key: dict[str, Any]) -> set[int]:
 
 
 class ShardWriter:
-    """Writes one rank's rows in place and records each finished shard with its hash."""
+    """Writes one rank's rows in place and records each finished shard with its hash.
+
+    A shard's flush to disk and its record run on a background thread while the rows of the
+    next shard are hashed and written (one flush in flight at a time, so at most two shards
+    of rows are dirty in the page cache); `close` waits for the last one and raises any
+    error it met. `hashes` (shard index -> hash) holds the shards flushed and recorded: the
+    finishing rank gets it over the process group, the on-disk record is for a resume.
+    """
 
     def __init__(self, entry: Path, *, dim: int) -> None:
         self.entry = entry
@@ -136,6 +150,9 @@ class ShardWriter:
         self.offset = data_offset(self.path)
         self.fd = os.open(self.path, os.O_RDWR)
         self.hasher = hashlib.new(HASH)
+        self.hashes: dict[int, str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-flush")
+        self._flush: Future | None = None
 
     def write(self, row: int, out: np.ndarray) -> None:
         arr = np.ascontiguousarray(out, dtype=np.float32)
@@ -151,31 +168,52 @@ class ShardWriter:
 
     def end_shard(self, index: int, start: int, stop: int) -> None:
         """Rows on disk first, then the record: a record always means durable rows."""
+        rec = {"index": index, "start": start, "stop": stop, HASH: self.hasher.hexdigest()}
+        self.hasher = hashlib.new(HASH)
+        self._wait()
+        self._flush = self._pool.submit(self._record, rec)
+
+    def _record(self, rec: dict[str, Any]) -> None:
         from probe.core.io import write_json_atomic
 
         try:
             os.fdatasync(self.fd)
         except OSError as err:
             raise disk_error(err, self.path) from err
-        rec = {"index": index, "start": start, "stop": stop, HASH: self.hasher.hexdigest()}
-        write_json_atomic(self.entry / PROGRESS / f"{index:08d}.json", rec)
-        self.hasher = hashlib.new(HASH)
+        write_json_atomic(self.entry / PROGRESS / f"{rec['index']:08d}.json", rec)
+        self.hashes[rec["index"]] = rec[HASH]
+
+    def _wait(self) -> None:
+        flush, self._flush = self._flush, None
+        if flush is not None:
+            flush.result()  # a failed flush raises here
 
     def close(self) -> None:
-        os.close(self.fd)
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
+            os.close(self.fd)
 
 
-def finalize(entry: Path, *, key: dict[str, Any]) -> dict[str, Any]:
-    """All shards recorded -> the checksum block for meta.json (hashes in shard order)."""
+def finalize(entry: Path, *, key: dict[str, Any], hashes: dict[int, str]) -> dict[str, Any]:
+    """All shards written -> the checksum block for meta.json (hashes in shard order).
+
+    `hashes` holds every shard's hash as its writer reported it (resumed shards: as verified
+    when the plan was made); nothing is read back from `progress/`.
+    """
     ranges = shard_ranges(key["n"], key["shard_size"])
-    records = progress_records(entry)
-    missing = [i for i in range(len(ranges)) if i not in records]
+    missing = [i for i in range(len(ranges)) if i not in hashes]
     if missing:
-        raise RuntimeError(f"{entry}: shards {missing[:5]} were never recorded")
+        raise ProbeError(
+            f"{entry}: no writer reported shards {missing[:5]} ({len(missing)} of "
+            f"{len(ranges)}); the entry is left unfinished: rerun the same command to extract "
+            "them"
+        )
     return {
         "algorithm": HASH,
         "shard_size": key["shard_size"],
-        "shards": [records[i][HASH] for i in range(len(ranges))],
+        "shards": [hashes[i] for i in range(len(ranges))],
     }
 
 

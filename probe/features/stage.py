@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from probe.core.errors import ProbeError
 from probe.core.factory import make
+from probe.datasets import corrupt
 from probe.datasets.base import ImageDataset
 from probe.encoders.base import pin_weights
 from probe.encoders.kinds import requested
@@ -24,6 +26,7 @@ from probe.features.batching import compile_encoder
 from probe.features.cache import CacheEntry, entry_for, fingerprint, library_drift
 from probe.features.distributed import Context, broadcast
 from probe.features.extract import DEFAULT_SHARD_SIZE, extract_entries
+from probe.features.loader import DEFAULT_PREFETCH_MB
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,32 @@ def extract_kinds(cfg: DictConfig) -> tuple[str, ...]:
     return requested(str(feature), None if features is None else [str(f) for f in features])
 
 
+def build_dataset(cfg: DictConfig, ctx: Context | None = None) -> ImageDataset:
+    """The run's dataset, on every rank; with `dataset.skip_corrupt` the corrupt-image scan
+    runs on rank 0 only and the other ranks take its outcome (`probe.datasets.corrupt`)."""
+    ctx = ctx or Context()
+    if not ctx.active or not cfg.dataset.get("skip_corrupt"):
+        return make(cfg.dataset)
+    shared: dict[str, Any] = {}
+    if ctx.main:
+        try:
+            with corrupt.recorded() as outcomes:
+                dataset = make(cfg.dataset)
+            shared = {"outcomes": dict(outcomes)}
+        except Exception as err:  # noqa: BLE001 - told to the other ranks, then re-raised
+            broadcast({"error": str(err)}, ctx)
+            raise
+    shared = broadcast(shared, ctx)
+    if "error" in shared:
+        raise ProbeError(f"dataset {cfg.dataset.name}: rank 0 failed: {shared['error']}")
+    if ctx.main:
+        return dataset
+    with corrupt.answered(shared["outcomes"]):
+        return make(cfg.dataset)
+
+
 def cache_entries(
-    cfg: DictConfig, dataset: ImageDataset, dtype: str, *, kind: str | None = None
+    cfg: DictConfig, splits: Iterable[str], dtype: str, *, kind: str | None = None
 ) -> dict[str, CacheEntry]:
     """Split -> the entry of one feature kind (default: `encoder.feature`, the probed one)."""
     enc, ds = plain(cfg.encoder), plain(cfg.dataset)
@@ -95,14 +122,22 @@ def cache_entries(
                 encoder=enc, dataset=ds, split=split, dtype=dtype, data_root=cfg.data_root
             ),
         )
-        for split in dataset.source_splits
+        for split in splits
     }
 
 
 def extract_options(cfg: DictConfig) -> dict[str, Any]:
-    """The `extract:` node (shard size, lock timeout, verification), with defaults."""
-    opts = {"shard_size": DEFAULT_SHARD_SIZE, "lock_timeout": 3600, "verify": True}
+    """The `extract:` node (shard size, lock timeout, verification, prefetch budget), with
+    defaults."""
+    opts = {"shard_size": DEFAULT_SHARD_SIZE, "lock_timeout": 3600, "verify": True,
+            "prefetch_mb": DEFAULT_PREFETCH_MB}  # fmt: skip
     opts.update(plain(cfg.get("extract") or {}))
+    budget = opts["prefetch_mb"]
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
+        raise ProbeError(
+            f"extract.prefetch_mb={budget!r} must be a positive number of MB (the bytes of "
+            f"decoded batches loaded ahead), e.g. {DEFAULT_PREFETCH_MB}"
+        )
     return opts
 
 
@@ -117,20 +152,25 @@ def _unusable(dataset, entries, *, verify: bool) -> dict[str, list[str]]:
     return out
 
 
+def needs_extraction(cfg: DictConfig, entries: dict[str, CacheEntry], bad: dict) -> str:
+    """stage=probe's error: which entries are unusable and why, and the command that fills them."""
+    missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
+    feature = cfg.encoder.get("feature")
+    kind = f" encoder.feature={feature}" if feature not in (None, "pooler_output") else ""
+    return (
+        f"stage=probe needs cached features, but these splits have none usable: {missing}. "
+        f"Run `python -m probe stage=extract encoder={cfg.encoder.name}{kind} "
+        f"dataset={cfg.dataset.name}` first (or stage=all)."
+    )
+
+
 def _missing(cfg, dataset, entries, *, verify: bool) -> dict[str, Any]:
     """stage=probe: the probed kind's entries must all be usable (nothing is extracted)."""
     bad = _unusable(dataset, entries, verify=verify)
     if not bad:
-        _warn_drift(entries)
+        warn_drift(entries)
         return {"todo": {}}
-    missing = ", ".join(f"{s} ({entries[s].path}: {'; '.join(p)})" for s, p in bad.items())
-    feature = cfg.encoder.get("feature")
-    kind = f" encoder.feature={feature}" if feature not in (None, "pooler_output") else ""
-    return {
-        "error": f"stage=probe needs cached features, but these splits have none usable: "
-        f"{missing}. Run `python -m probe stage=extract encoder={cfg.encoder.name}{kind} "
-        f"dataset={cfg.dataset.name}` first (or stage=all)."
-    }
+    return {"error": needs_extraction(cfg, entries, bad)}
 
 
 def _todo(dataset, by_kind, *, verify: bool) -> dict[str, Any]:
@@ -143,11 +183,24 @@ def _todo(dataset, by_kind, *, verify: bool) -> dict[str, Any]:
                 log.warning("%s: cache entry %s rebuilt: %s", s, entries[s].path,
                             "; ".join(problems))  # fmt: skip
             todo.setdefault(s, []).append(kind)
-        _warn_drift({s: e for s, e in entries.items() if s not in bad})
+        good = {s: e for s, e in entries.items() if s not in bad}
+        warn_drift(good)
+        _adopt(good, dataset.about())
     return {"todo": todo}
 
 
-def _warn_drift(entries: dict[str, CacheEntry]) -> None:
+def _adopt(entries: dict[str, CacheEntry], about: dict[str, Any]) -> None:
+    """Entries extracted before meta.json carried the dataset's facts get them now (checked
+    against the images just now), so a later `stage=probe` needs no images."""
+    for entry in entries.values():
+        if "dataset" not in (entry.meta() or {"dataset": None}):
+            try:
+                entry.update_meta({"dataset": about})
+            except ProbeError as err:  # a read-only cache: stage=probe then builds the dataset
+                log.warning("could not add the dataset's facts to %s: %s", entry.meta_path, err)
+
+
+def warn_drift(entries: dict[str, CacheEntry]) -> None:
     """Reused entries extracted with other Pillow/torch/torchvision/transformers versions."""
     for s, entry in entries.items():
         drift = library_drift(entry.meta() or {})
@@ -171,7 +224,8 @@ def entries_by_kind(
             "probes encoder.feature; add it to encoder.features or set encoder.feature to one "
             "of them"
         )
-    return {k: entries if k in ("", feature) else cache_entries(cfg, dataset, dtype, kind=k)
+    return {k: entries if k in ("", feature)
+            else cache_entries(cfg, dataset.source_splits, dtype, kind=k)
             for k in kinds}  # fmt: skip
 
 
@@ -223,5 +277,7 @@ def ensure_features(
             shard_size=int(opts["shard_size"]),
             ctx=ctx,
             lock_timeout=opts["lock_timeout"],
+            prefetch_mb=opts["prefetch_mb"],
+            about=dataset.about(),
         )
     return time.perf_counter() - start
