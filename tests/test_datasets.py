@@ -76,7 +76,9 @@ def carved_ids(ds: ImageDataset) -> dict[str, list[str]]:
     train, val, test = protocol_splits(ds, feats)
     val_from = "val" if ds.val.source == "official" else "train"
     rows = {"train": ("train", train), "val": (val_from, val), "test": ("test", test)}
-    return {k: [ds.splits[s].ids[i] for i in x[:, 0]] for k, (s, (x, _)) in rows.items()}
+    # the splits are row selections (`Rows`, read as float32): the row numbers come back exact
+    return {k: [ds.splits[s].ids[i] for i in np.asarray(x)[:, 0].astype(int)]
+            for k, (s, (x, _)) in rows.items()}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", DATASETS)

@@ -26,12 +26,16 @@ def test_l2_rows_are_clip_benchmarks_normalize(tmp_path: Path) -> None:
     want = torch.nn.functional.normalize(torch.from_numpy(X), dim=-1).numpy()
     np.save(tmp_path / "x.npy", X)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
-    got = normalize_rows(mapped, "l2")  # a read-only map: copied, the file untouched
+    rows = normalize_rows(mapped, "l2")  # a selection: rows are normalised as they are read
+    got = np.asarray(rows)
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
     assert got.dtype == np.float32 and not np.shares_memory(got, mapped) and mapped[0, 0] == X[0, 0]
     assert np.all(got[3] == 0) and np.allclose(np.linalg.norm(np.delete(got, 3, 0), axis=1), 1)
+    np.testing.assert_array_equal(rows[69990:70001], got[69990:])  # chunks read the same
+    np.testing.assert_array_equal(rows[3], got[3])
     owned = X.copy()
-    assert normalize_rows(owned, "l2") is owned  # the carve's own copy: in place
+    np.testing.assert_array_equal(normalize_rows(owned, "l2")[:5], got[:5])
+    assert np.array_equal(owned, X)  # never normalised in place: the caller's array is kept
     assert normalize_rows(X, "none") is X
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from probe.core.rows import Rows
 from probe.evaluations.bootstrap import interval_fields
 from probe.evaluations.heads import test_outputs, top5_accuracy
 from probe.evaluations.metrics import score
@@ -24,6 +25,7 @@ from probe.solvers.base import Fit, Solver
 
 log = logging.getLogger(__name__)
 
+Pair = tuple[np.ndarray | Rows, np.ndarray]
 GRID = 10.0 ** (np.arange(97) / 8.0 - 6.0)
 INITIAL = list(range(0, 97, 16))
 STEPS = (8, 4, 2, 1)
@@ -147,20 +149,49 @@ def _warn_unconverged(records: list[dict[str, Any]], max_iter: Any) -> None:
         )  # fmt: skip
 
 
+@dataclass
+class Protocol:
+    """What the search and the refit found."""
+
+    found: SearchResult
+    test_score: float
+    final: Fit
+
+
+def run_protocol(
+    *,
+    solver: Solver,
+    train: Pair,
+    val: Pair,
+    test: Pair,
+    num_classes: int,
+    metric: str,
+) -> Protocol:
+    """The search on val, then the refit on train + val at the chosen C, scored on test.
+
+    train + val is a row selection (`Rows.cat`), not a copy, and the search's rows are its
+    first rows (`head`), so a solver that keeps its own copy of the features makes one for
+    both fits; the copy is released before the caller goes on."""
+    both = Rows.cat(train[0], val[0])
+    y_both = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])
+    found = search(solver=solver, train=(both.head(len(train[1])), train[1]), val=val,
+                   num_classes=num_classes, metric=metric)  # fmt: skip
+    _warn_unconverged(found.records, getattr(solver, "max_iter", None))
+    test_score, final = refit_and_test(
+        solver=solver, train=(both, y_both), test=test, C=found.best_C,
+        num_classes=num_classes, metric=metric, init=found.fits.get(found.best_index),
+    )  # fmt: skip
+    solver.release()
+    return Protocol(found=found, test_score=test_score, final=final)
+
+
 def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
     """The protocol end to end: the search on val, the refit on train + val, the test score
     with its bootstrap interval, and the head with the test outputs to save."""
     solver = task.make_solver()
-    found = search(solver=solver, train=task.train, val=task.val, num_classes=task.num_classes,
-                   metric=task.metric)  # fmt: skip
-    _warn_unconverged(found.records, getattr(solver, "max_iter", None))
-    both = (np.concatenate([task.train[0], task.val[0]]),
-            np.concatenate([task.train[1], task.val[1]]))  # fmt: skip
-    test = (np.asarray(task.test[0]), task.test[1])
-    test_score, final = refit_and_test(
-        solver=solver, train=both, test=test, C=found.best_C, num_classes=task.num_classes,
-        metric=task.metric, init=found.fits.get(found.best_index),
-    )  # fmt: skip
+    done = run_protocol(solver=solver, train=task.train, val=task.val, test=task.test,
+                        num_classes=task.num_classes, metric=task.metric)  # fmt: skip
+    found, test_score, final = done.found, done.test_score, done.final
     outputs = test_outputs(solver, final, task.test)  # labels, the predictions scored, top-5
     top5 = top5_accuracy(outputs)
     fields = {

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from probe.core.errors import ProbeError
+from probe.core.rows import EPS, Rows
 
 NORMALIZE = ("none", "l2")
-EPS = 1e-12  # torch.nn.functional.normalize's default
-_ROWS = 65536  # rows per chunk: bounded float64 scratch on ImageNet-sized splits
+__all__ = ["EPS", "NORMALIZE", "check_normalize", "normalize_rows"]
 
 
 def check_normalize(value: object) -> str:
@@ -27,18 +27,10 @@ def check_normalize(value: object) -> str:
     return how
 
 
-def normalize_rows(X: np.ndarray, how: str) -> np.ndarray:
-    """`X` as the probe sees it: unchanged for `none`, unit rows (float32) for `l2`.
-
-    Arrays the carve already copied are normalised in place; a read-only memory map (the
-    test split) is copied once.
-    """
+def normalize_rows(X: np.ndarray | Rows, how: str) -> np.ndarray | Rows:
+    """`X` as the probe sees it: unchanged for `none`; for `l2` a selection whose rows are
+    divided by their norms as they are read (`Rows.normalized`: float64 arithmetic, float32
+    rows), so normalising never copies the features."""
     if how == "none":
         return X
-    owned = isinstance(X, np.ndarray) and not isinstance(X, np.memmap) and X.flags.writeable
-    out = X if owned and X.dtype == np.float32 else np.empty(X.shape, dtype=np.float32)
-    for a in range(0, len(X), _ROWS):
-        block = np.asarray(X[a : a + _ROWS], dtype=np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
-        out[a : a + _ROWS] = block / np.maximum(norms, EPS)
-    return out
+    return Rows.of(X).normalized()

@@ -93,6 +93,9 @@ class Solver:
             for C, init in zip(Cs, inits, strict=True)
         ]
 
+    def release(self) -> None:
+        """Drop whatever the backend keeps between fits (its copy of the features)."""
+
     def predict(self, fit: Fit, X: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
         """Class predictions, in row chunks so a memory-mapped X is never loaded whole."""
         out = np.empty(len(X), dtype=np.int64)

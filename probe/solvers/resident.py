@@ -1,23 +1,41 @@
-"""Training features resident on the device, in a centred principal-axis basis.
+"""The training features, resident once on the device, and the working basis fits run in.
 
-The torch solver fits in this basis because it is an exact reparametrisation that makes
-L-BFGS converge in far fewer passes. With U the eigenvectors of the feature covariance and m
-the feature mean,
+`Resident` holds the rows as float32 in their own coordinates: an exact copy of the source
+(cached features are float32), built once, chunk by chunk, from the largest selection the
+protocol will fit (train + val: the search's rows are its first rows, see
+`probe.core.rows.Rows.head`), so the search and the refit share it and no float64 copy of
+X is ever made. A plain in-memory float32 array is used as it is, without a copy.
+
+The working basis is a change of variables on the parameters only. With U the eigenvectors
+of the feature covariance and m the feature mean,
     logits = X W^T + b = ((X - m) U) (W U)^T + (b + W m),
 so (W_r, b') = (W U, b + W m) has the same objective: ||W_r|| = ||W|| (U is orthogonal)
 and the intercept stays unregularised. Centring decouples the intercept from the weights
 (CLIP-style embeddings have a large common mean); the principal axes let a per-C diagonal
-scaling (`scale`) equalise the curvature, which on these features spans orders of magnitude.
+scaling (`Problem.scale`) equalise the curvature, which on these features spans orders of
+magnitude. A pass maps the point to original coordinates (K x D x D, against N x D x K for
+the pass) and the gradient back, so X itself is never rotated.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
+from probe.core.arrays import read_rows
 from probe.core.errors import ProbeError
+from probe.core.rows import Rows
 
-ROWS = 65536  # rows per chunk for the one-off mean, covariance and rotation
+ROWS = 65536  # rows per chunk: the copy, the mean and covariance, every pass
+
+
+def read_block(X: np.ndarray | Rows, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of X as float32, without making a memory map resident."""
+    if isinstance(X, Rows):
+        return X.read(start, stop)
+    return read_rows(X, start, stop)
 
 
 def writable_f32(X: np.ndarray) -> np.ndarray:
@@ -26,12 +44,46 @@ def writable_f32(X: np.ndarray) -> np.ndarray:
     return arr if arr.flags.writeable else arr.copy()
 
 
-class Resident:
-    """Features on the device (float32, rotated), labels remapped to the classes present."""
+def _in_memory_f32(X: np.ndarray | Rows) -> bool:
+    return (
+        isinstance(X, np.ndarray)
+        and not isinstance(X, np.memmap)
+        and X.dtype == np.float32
+        and X.ndim == 2
+        and X.flags.c_contiguous
+    )
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, num_classes: int, device: str) -> None:
+
+def device_copy(X: np.ndarray | Rows, device: str) -> torch.Tensor:
+    """X as an (N, D) float32 tensor on `device`: the caller's own array when it already is
+    one in host memory (never written to), else filled chunk by chunk."""
+    if device == "cpu" and _in_memory_f32(X):
+        with warnings.catch_warnings():  # read-only arrays: the tensor is only ever read
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(X)
+    n, d = X.shape
+    out = torch.empty((n, d), dtype=torch.float32, device=device)
+    for s in range(0, n, ROWS):
+        out[s : s + ROWS] = torch.from_numpy(read_block(X, s, s + ROWS)).to(device)
+    return out
+
+
+class Resident:
+    """One float32 copy of the rows on the device, and the working basis of its first
+    `n_basis` rows (the first fit's: the search never sees the val rows' statistics)."""
+
+    def __init__(self, X: np.ndarray | Rows, device: str, *, n_basis: int) -> None:
         self.source = X  # kept so the cache key (id) cannot be reused by another array
-        self.y_source = y
+        self.device = device
+        self.X = device_copy(X, device)
+        self.mean, self.basis, self.spectrum = _principal_axes(self.X[:n_basis])
+
+
+class Problem:
+    """The first `n` rows of a `Resident` with their labels, remapped to the classes present."""
+
+    def __init__(self, res: Resident, n: int, y: np.ndarray, num_classes: int) -> None:
+        self.resident, self.y_source = res, y
         self.present = np.unique(np.asarray(y))
         if self.present.min() < 0 or self.present.max() >= num_classes:
             raise ProbeError(
@@ -41,31 +93,13 @@ class Resident:
         remap = np.full(num_classes, -1, dtype=np.int64)
         remap[self.present] = np.arange(len(self.present))
         self.labels = remap[np.asarray(y, dtype=np.int64)]  # on the host, for `certify`
-        self.y = torch.from_numpy(self.labels).to(device)
-        self.device = device
-        arr = writable_f32(X)
-        # rotated in place below: copy whenever the tensor would still be the caller's array
-        X32 = torch.from_numpy(arr).to(device, copy=bool(np.may_share_memory(arr, X)))
-        self.n, self.dim = X32.shape
+        self.device = res.device
+        self.y = torch.from_numpy(self.labels).to(self.device)
+        self.X = res.X[:n]  # a view: no copy
+        self.n, self.dim = self.X.shape
         self.k = len(self.present)
         self.binary = self.k == 2
-        self.mean, self.basis, self.spectrum = _principal_axes(X32)
-        _rotate_(X32, self.mean, self.basis)
-        self.X = X32
-        self._x64: torch.Tensor | None = None
-
-    def certificate_rows(self) -> np.ndarray | torch.Tensor:
-        """The source features for the float64 certificate: the float64 copy on the device
-        if the float64 phase made one, else the source itself (converted chunk by chunk)."""
-        return self._x64 if self._x64 is not None else self.source
-
-    def x64(self) -> torch.Tensor:
-        """The source features in float64 and in their own coordinates, for the float64
-        finish: no float32 rounding in them, and no N x D x D rotation to build (the
-        solver maps points and gradients across instead, at K x D x D)."""
-        if self._x64 is None:
-            self._x64 = torch.from_numpy(np.asarray(self.source, np.float64)).to(self.device)
-        return self._x64
+        self.mean, self.basis, self.spectrum = res.mean, res.basis, res.spectrum
 
     def scale(self, reg: float, curv: float) -> torch.Tensor:
         """Per-column step scaling (D+1,): 1/sqrt of the curvature a column roughly has.
@@ -116,10 +150,3 @@ def _principal_axes(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
         cov += (xc.T @ xc).to(torch.float64)
     spectrum, basis = torch.linalg.eigh(cov / n)
     return mean, basis, spectrum.clamp_min(0.0)
-
-
-def _rotate_(X: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> None:
-    """X <- (X - m) U, in place, chunk by chunk (no second full copy of X)."""
-    m32, u32 = mean.to(torch.float32), basis.to(torch.float32)
-    for s in range(0, X.shape[0], ROWS):
-        X[s : s + ROWS] = (X[s : s + ROWS] - m32) @ u32

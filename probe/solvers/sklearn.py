@@ -52,6 +52,19 @@ class SklearnSolver(Solver):
         check_budget(max_iter=max_iter, tol=tol)
         require_mean_loss_sklearn(sklearn.__version__)
         self.max_iter, self.tol = max_iter, tol
+        self._source: Any = None
+        self._x64: np.ndarray | None = None
+
+    def float64(self, X: Any) -> np.ndarray:
+        """X as scikit-learn fits it (float64, C order), kept while the same X comes back:
+        the search's fits share one copy; a new X (the refit's) replaces it, old one first."""
+        if self._source is not X:
+            self._source = self._x64 = None
+            self._x64, self._source = np.ascontiguousarray(X, dtype=np.float64), X
+        return self._x64
+
+    def release(self) -> None:
+        self._source = self._x64 = None
 
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, C: float, num_classes: int, init: Fit | None = None
@@ -59,7 +72,7 @@ class SklearnSolver(Solver):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
-        X64 = np.asarray(X, dtype=np.float64)
+        X64 = self.float64(X)
         model = LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter,
                                    tol=self.tol / len(y))  # fmt: skip
         with warnings.catch_warnings():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ import numpy as np
 import torch
 
 from probe.core.errors import ProbeError
+from probe.core.rows import Rows
+from probe.solvers import passes
 from probe.solvers.base import (
     MAX_ITER,
     TOL,
@@ -49,7 +52,7 @@ from probe.solvers.base import (
     refuse_removed,
 )
 from probe.solvers.lbfgs import Eval, HeadSpec, Point, drive
-from probe.solvers.resident import Resident, writable_f32
+from probe.solvers.resident import Problem, Resident, read_block
 from probe.solvers.track import Track
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,6 @@ log = logging.getLogger(__name__)
 # with cached logits only the step is rounded, so float32 resolves far smaller decreases
 NOISE = {"tf32": 1e-5, "float32": 1e-8, "float64": 0.0}
 NOISE_CACHED = {"tf32": 1e-5, "float32": 1e-12, "float64": 0.0}
-CACHE_BYTES = 2**31  # most memory the cached float64 logits of one pass may take
 SEGMENT = 5  # iterations between checks of a head's scaling
 
 
@@ -99,99 +101,61 @@ class TorchSolver(Solver):
         self.stack = gpu if stack == "auto" else bool(stack)
         self.tf32 = gpu if tf32 == "auto" else bool(tf32) and gpu
         self.chunk_bytes = chunk_mb * 2**20
-        self._problem: Resident | None = None
+        self._resident: Resident | None = None
+        self._problem: Problem | None = None
+        self.counter = passes.Counter()
 
     # -- data on the device -------------------------------------------------------------
-    def problem(self, X: np.ndarray, y: np.ndarray, num_classes: int) -> Resident:
-        """The training set on the device, reused while the same arrays come back."""
+    def problem(self, X: np.ndarray | Rows, y: np.ndarray, num_classes: int) -> Problem:
+        """The fit rows on the device, reused while the same arrays come back.
+
+        A selection that is the first rows of a larger one (`Rows.head`: the search's train
+        rows within train + val) gets the larger one's copy, so the refit needs no second;
+        any other new X replaces the copy (the old one is released first)."""
+        root, n = X.origin if isinstance(X, Rows) and X.origin else (X, len(X))
         p = self._problem
-        if p is None or p.source is not X or p.y_source is not y:
-            self._problem = p = Resident(X, y, num_classes, self.device)
+        if p is not None and p.resident.source is root and p.n == n and p.y_source is y:
+            return p
+        self._problem = None
+        if self._resident is None or self._resident.source is not root:
+            self._resident = None  # one copy alive at a time
+            self._resident = Resident(root, self.device, n_basis=n)
+        self._problem = p = Problem(self._resident, n, y, num_classes)
         return p
+
+    def release(self) -> None:
+        """Drop the resident features (the caller is done fitting)."""
+        self._resident = self._problem = None
 
     def _evaluate(
         self,
-        p: Resident,
+        p: Problem,
         thetas: list[Point],
         *,
         mode: str = "float32",
         scales: list[torch.Tensor] | None = None,
         states: list[dict] | None = None,
     ) -> list[Eval]:
-        """Mean log-loss and gradient for every head, sharing each chunked pass over X.
+        """Mean log-loss and gradient for every head, sharing each chunked pass over X
+        (`passes.evaluate`)."""
+        return passes.evaluate(p, thetas, mode=mode, scales=scales, states=states,
+                               chunk_bytes=self.chunk_bytes, counter=self.counter)  # fmt: skip
 
-        Points are in the working basis (`Resident`), each divided by its head's `scales`
-        (the preconditioning change of variables); gradients come back in the same terms.
-        `states` (one dict per head) receive `curv`, the mean softmax curvature at the point
-        (what `Resident.scale` needs). In float32/TF32 modes they also keep each head's
-        float64 logits at its previous point and only the step is multiplied in low precision:
-        logits = Z_prev + X (theta - theta_prev)^T. The rounding error then scales with the
-        step, not with the logits, so the line search still sees true decreases where
-        recomputing X theta^T in float32 would drown them in rounding noise.
-        """
-        h, k, d = len(thetas), p.k, p.dim
-        if scales is not None:
-            thetas = [t * sc for t, sc in zip(thetas, scales, strict=True)]
-        mm = torch.float64 if mode == "float64" else torch.float32
-        X = p.x64() if mode == "float64" else p.X
-        caches = states if _caches_logits(p, heads=h, mode=mode) else None
-        if mode == "float64":  # exact: the source features in their own coordinates
-            steps = [torch.cat([w, b[:, None]], 1) for w, b in map(p.from_work, thetas)]
-        else:
-            steps = thetas if caches is None else [
-                t - c["theta"] if "Z" in c else t for t, c in zip(thetas, caches, strict=True)
-            ]  # fmt: skip
-        W = torch.cat([t[:, :d] for t in steps]).to(mm)  # (h*k, d)
-        b = torch.cat([t[:, d] for t in steps])  # float64 (h*k,)
-        prev = _previous_logits(p, caches) if caches is not None else None
-        rows = max(1, min(p.n, self.chunk_bytes // (h * k * 8 * 3)))
-        loss = torch.zeros(h, dtype=torch.float64, device=self.device)
-        gw = torch.zeros(h * k, d, dtype=torch.float64, device=self.device)
-        gb = torch.zeros(h * k, dtype=torch.float64, device=self.device)
-        sq = torch.zeros(h, dtype=torch.float64, device=self.device)  # sum of squared probas
-        for s in range(0, p.n, rows):
-            xc, yc = X[s : s + rows], p.y[s : s + rows]
-            if prev is None:
-                logits = (xc @ W.T).to(torch.float64).add_(b)
-            else:  # updated in place: these become the heads' cached logits below
-                logits = prev[s : s + rows].add_(xc @ W.T).add_(b)
-            logits = logits.view(len(yc), h, k)
-            idx = yc.view(-1, 1, 1).expand(-1, h, 1)
-            picked = logits.gather(2, idx)  # the true class's logit, before anything changes
-            top = logits.amax(2, keepdim=True)
-            # one exp pass gives both the softmax and the log-sum-exp (the cached logits
-            # must survive, so only an uncached buffer is overwritten)
-            resid = (logits.sub_(top) if prev is None else logits - top).exp_()
-            total = resid.sum(2, keepdim=True)
-            loss += (top + total.log() - picked).sum((0, 2))
-            resid.div_(total)
-            sq += (resid * resid).sum((0, 2))
-            resid.scatter_add_(2, idx, torch.full_like(idx, -1, dtype=torch.float64))
-            resid = resid.view(len(yc), h * k)
-            gb += resid.sum(0)
-            gw += (resid.to(mm).T @ xc).to(torch.float64)
-        out = []
-        for j in range(h):
-            if states is not None:  # mean over rows of sum_c p_c (1 - p_c), per class
-                states[j]["curv"] = (1.0 - float(sq[j]) / p.n) / k
-            if caches is not None:
-                caches[j].update(theta=thetas[j], Z=prev[:, j * k : (j + 1) * k])
-            g = torch.cat([gw[j * k : (j + 1) * k], gb[j * k : (j + 1) * k, None]], 1) / p.n
-            g = p.grad_to_work(g) if mode == "float64" else g
-            out.append((float(loss[j]) / p.n, g if scales is None else g * scales[j]))
-        return out
-
-    def _certifier(self, p: Resident, C: float) -> Callable[[Point], Certificate]:
-        """`base.certify` at a point in the working basis, on the source features."""
+    def _certifier(self, p: Problem, C: float) -> Callable[[Point], Certificate]:
+        """`base.certify` at a point in the working basis, on the resident rows (an exact
+        float32 copy of the source, converted to float64 chunk by chunk)."""
 
         def at(theta: Point) -> Certificate:
+            start = time.perf_counter()
             w, b = (t.cpu().numpy() for t in p.from_work(theta))
-            return certify(p.certificate_rows(), p.labels, w, b, C, device=self.device)
+            cert = certify(p.X, p.labels, w, b, C, device=self.device)
+            self.counter.add("certificate", heads=1, seconds=time.perf_counter() - start)
+            return cert
 
         return at
 
     # -- fitting --------------------------------------------------------------------------
-    def _start(self, p: Resident, init: Fit | None) -> Point:
+    def _start(self, p: Problem, init: Fit | None) -> Point:
         """The warm start in the working basis (unscaled: `_solve` divides by the scales)."""
         if init is None or init.coef.shape[1] != p.dim:
             return torch.zeros(p.k, p.dim + 1, dtype=torch.float64, device=self.device)
@@ -200,7 +164,7 @@ class TorchSolver(Solver):
         b = torch.from_numpy(np.where(np.isfinite(b), b, 0.0))
         return p.to_work(coef.to(self.device), (b - b.mean()).to(self.device))
 
-    def _solve(self, p: Resident, Cs: Sequence[float], starts: list[Point]):
+    def _solve(self, p: Problem, Cs: Sequence[float], starts: list[Point]):
         """Precision phases: TF32 warm-up (GPU), float32 matmuls, then float64 only if needed.
 
         float32 matmuls put a noise floor under the objective; a head that stalls there
@@ -217,7 +181,7 @@ class TorchSolver(Solver):
             live = [t for t in tracks if t.final is None]
             for t in live:
                 t.enter_phase()
-            cached = _caches_logits(p, heads=len(live), mode=mode)
+            cached = passes.caches_logits(p, heads=len(live), mode=mode)
             noise = (NOISE_CACHED if cached else NOISE)[mode]
             while live:
                 specs = [t.spec(tol=tol, noise=noise, budget=min(SEGMENT, self.max_iter
@@ -236,14 +200,14 @@ class TorchSolver(Solver):
                 live = [t for t, more in zip(live, go_on, strict=True) if more]
         return tracks
 
-    def _to_fit(self, p: Resident, track: Track, num_classes: int) -> Fit:
+    def _to_fit(self, p: Problem, track: Track, num_classes: int) -> Fit:
         """The certified Fit (the certificate taken when the fit ended, or taken now)."""
         w, b = (t.cpu().numpy() for t in p.from_work(track.final.theta))
         coef = np.zeros((num_classes, p.dim))
         intercept = np.full(num_classes, -np.inf)
         coef[p.present] = w
         intercept[p.present] = b
-        return certified_fit(p.certificate_rows(), p.y_source, coef=coef, intercept=intercept,
+        return certified_fit(p.X, p.y_source, coef=coef, intercept=intercept,
                              C=track.C, iterations=track.iters, tol=self.tol, device=self.device,
                              cert=track.cert)  # fmt: skip
 
@@ -267,7 +231,7 @@ class TorchSolver(Solver):
         with _threads_for(p, self.device):
             return self._fit_many(p, Cs, num_classes, inits)
 
-    def _fit_many(self, p: Resident, Cs: Sequence[float], num_classes: int, inits: list) -> list:
+    def _fit_many(self, p: Problem, Cs: Sequence[float], num_classes: int, inits: list) -> list:
         if self.stack:
             tracks = self._solve(p, Cs, [self._start(p, i) for i in inits])
             return [self._to_fit(p, t, num_classes) for t in tracks]
@@ -285,13 +249,13 @@ class TorchSolver(Solver):
         b = torch.from_numpy(np.asarray(fit.intercept, np.float32)).to(self.device)
         out = np.empty(len(X), dtype=np.int64)
         for s in range(0, len(X), chunk):
-            xb = torch.from_numpy(writable_f32(X[s : s + chunk]))
+            xb = torch.from_numpy(read_block(X, s, s + chunk))
             out[s : s + chunk] = (xb.to(self.device) @ W.T + b).argmax(1).cpu().numpy()
         return out
 
 
 @contextlib.contextmanager
-def _threads_for(p: Resident, device: str):
+def _threads_for(p: Problem, device: str):
     """Tiny CPU problems are bound by per-op overhead, where one thread beats several."""
     old = torch.get_num_threads()
     tiny = device == "cpu" and p.n * p.dim * p.k < 2**24
@@ -302,23 +266,6 @@ def _threads_for(p: Resident, device: str):
     finally:
         if tiny:
             torch.set_num_threads(old)
-
-
-def _caches_logits(p: Resident, *, heads: int, mode: str) -> bool:
-    """Whether a pass keeps each head's float64 logits (low-precision modes, within
-    CACHE_BYTES); the line search's noise floor depends on the same answer."""
-    return mode != "float64" and p.n * p.k * heads * 8 <= CACHE_BYTES
-
-
-def _previous_logits(p: Resident, caches: list[dict]) -> torch.Tensor:
-    """(N, heads * K) float64 logits at each head's previous point (zeros before the first).
-
-    A single head's own cache is returned as is and updated in place by the pass."""
-    if len(caches) == 1 and "Z" in caches[0]:
-        return caches[0]["Z"]
-    parts = [c["Z"] if "Z" in c else None for c in caches]
-    zero = torch.zeros(p.n, p.k, dtype=torch.float64, device=p.X.device)
-    return torch.cat([z if z is not None else zero for z in parts], 1)
 
 
 def _closest_below(C: float, init: Fit | None, fits: Sequence[Fit]) -> Fit | None:

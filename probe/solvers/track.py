@@ -1,7 +1,7 @@
 """One C's fit across precision phases and segments, with its curvature-adaptive scaling.
 
 The torch solver runs each head in segments of a few iterations. Between segments the
-head's diagonal scaling (`Resident.scale`) is reset if the mean softmax curvature at its
+head's diagonal scaling (`Problem.scale`) is reset if the mean softmax curvature at its
 current point has moved by more than 2x: at weak regularisation predictions grow confident
 and the curvature falls by orders of magnitude, so a scaling fixed at the start would
 misweight the coefficient columns against the intercept and the regulariser. Rescaling is an
@@ -18,7 +18,7 @@ import torch
 
 from probe.solvers.base import Certificate
 from probe.solvers.lbfgs import FTOL, Eval, HeadSpec, Point
-from probe.solvers.resident import Resident
+from probe.solvers.resident import Problem
 
 FINISHING = ("float32", "float64")  # precisions a fit may end in (TF32 only warms up)
 FLAT = 1e-11  # float64: relative changes of f below this are judged by slopes (lbfgs.HeadSpec)
@@ -27,7 +27,7 @@ FLAT = 1e-11  # float64: relative changes of f below this are judged by slopes (
 class Track:
     """One C's fit across precision phases and segments, in scaled working coordinates."""
 
-    def __init__(self, p: Resident, C: float, reg: float, start: Point) -> None:
+    def __init__(self, p: Problem, C: float, reg: float, start: Point) -> None:
         self.p, self.C, self.reg = p, float(C), reg
         self.curv = (1.0 - 1.0 / p.k) / p.k  # softmax curvature at uniform predictions
         self.scale = p.scale(reg, self.curv)

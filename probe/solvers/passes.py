@@ -1,0 +1,124 @@
+"""One pass over the resident features: every pending head's loss and gradient.
+
+Points come in the working basis (`resident.Problem`), divided by each head's scaling; each
+is mapped to original coordinates (K x D x D) and the pass multiplies the features as they
+are stored. float32 (and TF32) passes keep each head's float64 logits at its previous point
+and multiply only the step, `logits = Z_prev + X (theta - theta_prev)^T`, so rounding scales
+with the step rather than with the logits and the line search still sees true decreases
+near the optimum. float64 passes convert one chunk of rows at a time: no float64 copy of X.
+Every pass counts itself in `Counter` (passes over X and seconds, per precision).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from probe.solvers.lbfgs import Eval, Point
+from probe.solvers.resident import ROWS, Problem
+
+CACHE_BYTES = 2**31  # most memory the cached float64 logits of one pass may take
+
+
+@dataclass
+class Counter:
+    """Passes over X (one pass: the logits matmul and the gradient matmul) and seconds,
+    by precision; `certify` counts under "certificate"."""
+
+    passes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    heads: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # evaluations
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, kind: str, *, heads: int, seconds: float) -> None:
+        self.passes[kind] += 1
+        self.heads[kind] += heads
+        self.seconds[kind] += seconds
+
+
+def caches_logits(p: Problem, *, heads: int, mode: str) -> bool:
+    """Whether a pass keeps each head's float64 logits (low-precision modes, within
+    CACHE_BYTES); the line search's noise floor depends on the same answer."""
+    return mode != "float64" and p.n * p.k * heads * 8 <= CACHE_BYTES
+
+
+def evaluate(
+    p: Problem,
+    thetas: list[Point],
+    *,
+    mode: str = "float32",
+    scales: list[torch.Tensor] | None = None,
+    states: list[dict] | None = None,
+    chunk_bytes: int = 2**30,
+    counter: Counter | None = None,
+) -> list[Eval]:
+    """Mean log-loss and gradient (working basis) for every head, sharing one chunked pass.
+
+    `states` (one dict per head) receive `curv`, the mean softmax curvature at the point
+    (what `Problem.scale` needs), and in float32/TF32 modes the head's cached logits.
+    """
+    start = time.perf_counter()
+    h, k, d = len(thetas), p.k, p.dim
+    if scales is not None:
+        thetas = [t * sc for t, sc in zip(thetas, scales, strict=True)]
+    caches = states if caches_logits(p, heads=h, mode=mode) else None
+    steps = thetas if caches is None else [
+        t - c["theta"] if "Z" in c else t for t, c in zip(thetas, caches, strict=True)
+    ]  # fmt: skip
+    orig = [torch.cat([w, b[:, None]], 1) for w, b in map(p.from_work, steps)]
+    mm = torch.float64 if mode == "float64" else torch.float32
+    W = torch.cat([t[:, :d] for t in orig]).to(mm)  # (h*k, d)
+    b = torch.cat([t[:, d] for t in orig])  # float64 (h*k,)
+    prev = _previous_logits(p, caches) if caches is not None else None
+    per_row = h * k * 8 * 3 + (d * 8 if mm == torch.float64 else 0)
+    rows = max(1, min(p.n, ROWS, chunk_bytes // per_row))
+    loss = torch.zeros(h, dtype=torch.float64, device=p.device)
+    gw = torch.zeros(h * k, d, dtype=torch.float64, device=p.device)
+    gb = torch.zeros(h * k, dtype=torch.float64, device=p.device)
+    sq = torch.zeros(h, dtype=torch.float64, device=p.device)  # sum of squared probas
+    for s in range(0, p.n, rows):
+        xc, yc = p.X[s : s + rows].to(mm), p.y[s : s + rows]
+        if prev is None:
+            logits = (xc @ W.T).to(torch.float64).add_(b)
+        else:  # updated in place: these become the heads' cached logits below
+            logits = prev[s : s + rows].add_(xc @ W.T).add_(b)
+        logits = logits.view(len(yc), h, k)
+        idx = yc.view(-1, 1, 1).expand(-1, h, 1)
+        picked = logits.gather(2, idx)  # the true class's logit, before anything changes
+        top = logits.amax(2, keepdim=True)
+        # one exp pass gives both the softmax and the log-sum-exp (the cached logits
+        # must survive, so only an uncached buffer is overwritten)
+        resid = (logits.sub_(top) if prev is None else logits - top).exp_()
+        total = resid.sum(2, keepdim=True)
+        loss += (top + total.log() - picked).sum((0, 2))
+        resid.div_(total)
+        sq += (resid * resid).sum((0, 2))
+        resid.scatter_add_(2, idx, torch.full_like(idx, -1, dtype=torch.float64))
+        resid = resid.view(len(yc), h * k)
+        gb += resid.sum(0)
+        gw += (resid.to(mm).T @ xc).to(torch.float64)
+    out = []
+    for j in range(h):
+        if states is not None:  # mean over rows of sum_c p_c (1 - p_c), per class
+            states[j]["curv"] = (1.0 - float(sq[j]) / p.n) / k
+        if caches is not None:
+            caches[j].update(theta=thetas[j], Z=prev[:, j * k : (j + 1) * k])
+        g = torch.cat([gw[j * k : (j + 1) * k], gb[j * k : (j + 1) * k, None]], 1) / p.n
+        g = p.grad_to_work(g)
+        out.append((float(loss[j]) / p.n, g if scales is None else g * scales[j]))
+    if counter is not None:
+        counter.add(mode, heads=h, seconds=time.perf_counter() - start)
+    return out
+
+
+def _previous_logits(p: Problem, caches: list[dict]) -> torch.Tensor:
+    """(N, heads * K) float64 logits at each head's previous point (zeros before the first).
+
+    A single head's own cache is returned as is and updated in place by the pass."""
+    if len(caches) == 1 and "Z" in caches[0]:
+        return caches[0]["Z"]
+    parts = [c["Z"] if "Z" in c else None for c in caches]
+    zero = torch.zeros(p.n, p.k, dtype=torch.float64, device=p.X.device)
+    return torch.cat([z if z is not None else zero for z in parts], 1)
