@@ -90,6 +90,8 @@ def probe_inputs(
         _fail(cfg, entries, bad)
     _check_labels(facts, entries)
     warn_drift(entries)
+    log.info("features cached for all splits (%s): probing from the cache alone",
+             ", ".join(entries))  # fmt: skip
     return facts, entries, dtype
 
 
