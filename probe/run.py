@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from probe.core import preempt
 from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
@@ -100,6 +101,7 @@ def probe_stage(
     path = result_path(cfg.results_dir, name, cfg.dataset.name, outcome.eval)
     record = {"encoder": name, "dataset": cfg.dataset.name, "eval": outcome.eval,
               "metric": dataset.metric, **outcome.fields}  # fmt: skip
+    preempt.checkpoint("stopped before the result was written")  # nothing is, then
     if outcome.head is not None:  # the .npz beside the JSON: head, test predictions, SHA-256
         record["head"] = write_head(path, **outcome.head)
     record.update({

@@ -88,3 +88,32 @@ def test_deferred_sigterm_waits_for_the_checkpoint() -> None:
     assert stop.value.code == 143
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     assert not preempt.requested()
+
+
+class _SignalInFinalizer:
+    """SIGTERM delivered while Python runs a finalizer (tqdm's and others' `__del__`): the
+    handler's raise happens inside it, and Python prints and drops it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_stop_lost_in_a_finalizer_still_stops_the_search(caplog) -> None:
+    """Seen under load: the probe ran to its result and exited 0 after SIGTERM. The search
+    checkpoints after each batch of fits, so the flag the handler set still stops it."""
+    from sklearn.datasets import load_digits
+
+    from probe.evaluations.linear import search
+    from probe.solvers.torch_solver import TorchSolver
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    with pytest.raises(SystemExit) as stop:
+        with preempt.exit_on_preemption(logging.getLogger("t")):
+            _SignalInFinalizer()  # dropped at once: the Preempted raised in __del__ is lost
+            assert preempt.requested()
+            search(solver=TorchSolver(max_iter=5), train=(X[:300], y[:300]),
+                   val=(X[300:400], y[300:400]), num_classes=10, metric="top1")  # fmt: skip
+    assert stop.value.code == 143
+    assert "stopped during the C search" in caplog.text

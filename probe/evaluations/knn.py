@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from probe.core import preempt
 from probe.core.arrays import read_rows
 from probe.core.errors import ProbeError
 from probe.evaluations.bootstrap import score_ci
@@ -82,6 +83,7 @@ def neighbours(
         q = _normalised(queries, q0, q0 + query_chunk, device)
         best_s = torch.full((len(q), 0), -np.inf, device=device)
         best_i = torch.zeros((len(q), 0), dtype=torch.int64, device=device)
+        preempt.checkpoint("stopped during the k-NN search")
         for b0, rows in _bank_chunks(bank, bank_chunk, device):
             s = q @ rows.T
             top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)

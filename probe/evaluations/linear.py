@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from probe.core import preempt
 from probe.core.rows import Rows
 from probe.evaluations.bootstrap import interval_fields
 from probe.evaluations.heads import test_outputs, top5_accuracy
@@ -87,6 +88,8 @@ def search(
             X, y, Cs=[GRID[k] for k in new], num_classes=num_classes, inits=inits
         )
         seconds = (time.perf_counter() - t0) / len(new)
+        # a safe place to stop: SIGTERM's own raise is lost if it lands in a finalizer
+        preempt.checkpoint(f"stopped during the C search, after {len(res.records)} values")
         for k, fit in zip(new, fits, strict=True):
             scores[k] = score(solver.predict(fit, Xv), yv, metric)
             res.fits[k] = fit
