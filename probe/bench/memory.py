@@ -122,32 +122,36 @@ def main(argv: list[str]) -> int:
         if rc != 0:
             raise SystemExit(f"extraction failed (exit {rc}); see {work / 'extract.log'}")
         npz.unlink()  # stage=probe needs the cache only
-        rows = [run_probe(args, work, overrides, b, feature_bytes)
-                for b in args.backends.split(",")]  # fmt: skip
+        header(args, feature_bytes, written=written, extract=(extract_s, extract_peak))
+        rows = []
+        for backend in args.backends.split(","):  # each row printed (and saved) when done
+            rows.append(run_probe(args, work, overrides, backend, feature_bytes))
+            print_row(rows[-1])
+            if args.json:
+                args.json.write_text(json.dumps({"args": {k: str(v) for k, v in
+                                     vars(args).items()}, "rows": rows}, indent=2))  # fmt: skip
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
         else:
             npz.unlink(missing_ok=True)
-    report(args, rows, feature_bytes, written=written, extract=(extract_s, extract_peak))
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "rows": rows}, indent=2))  # fmt: skip
     return 0
 
 
-def report(args, rows: list[dict], feature_bytes: int, *, written: float, extract) -> None:
+def header(args, feature_bytes: int, *, written: float, extract) -> None:
     print(f"synthetic cache: {args.rows:,} x {args.dim:,} float32 train ({feature_bytes / GiB:.2f}"
           f" GiB), {args.test_rows:,} test, {args.classes} classes, val {args.val:,} carved; "
           f".npz written in {written:.0f}s, extracted in {extract[0]:.0f}s "
           f"(peak {extract[1] / GiB:.2f} GiB)")  # fmt: skip
     print(f"stage=probe probe.max_iter={args.max_iter}")
     print(f"{'backend':<8} {'wall s':>7} {'peak GiB':>9} {'x features':>10} "
-          f"{'estimate GiB':>12} {'est/peak':>8}")  # fmt: skip
-    for r in rows:
-        if "skipped" in r:
-            print(f"{r['backend']:<8} not run: {r['skipped']}")
-            continue
-        print(f"{r['backend']:<8} {r['seconds']:>7.0f} {r['peak_gib']:>9.2f} "
-              f"{r['times_features']:>10.2f} {r['estimate_gib']:>12.2f} "
-              f"{r['estimate_over_peak']:>8.2f}")  # fmt: skip
+          f"{'estimate GiB':>12} {'est/peak':>8}", flush=True)  # fmt: skip
+
+
+def print_row(r: dict) -> None:
+    if "skipped" in r:
+        print(f"{r['backend']:<8} not run: {r['skipped']}", flush=True)
+        return
+    print(f"{r['backend']:<8} {r['seconds']:>7.0f} {r['peak_gib']:>9.2f} "
+          f"{r['times_features']:>10.2f} {r['estimate_gib']:>12.2f} "
+          f"{r['estimate_over_peak']:>8.2f}", flush=True)  # fmt: skip
