@@ -76,17 +76,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                        extract_seconds=extract_seconds, normalize=normalize)  # fmt: skip
 
 
-def backend_name(probe: DictConfig) -> str:
-    """The backend a probe config builds (its family module: torch_solver, sklearn, cuml)."""
-    return str(probe.get("_target_", "")).split(".")[-2].removesuffix("_solver")
-
-
 def check_memory(
     cfg: DictConfig, *, n: tuple[int, int, int], dim: int, num_classes: int, device: str
 ) -> None:
     """Log the linear protocol's estimated peak memory; refuse a run that cannot fit
     (`memory_check=false` skips the refusal)."""
-    backend = backend_name(cfg.probe)
+    backend = memory.backend_of(cfg.probe.get("_target_"))
     est = memory.estimate(backend=backend, n_train=n[0], n_val=n[1], n_test=n[2], dim=dim,
                           num_classes=num_classes, device=device,
                           chunk_mb=int(cfg.probe.get("chunk_mb", 1024)),

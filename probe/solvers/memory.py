@@ -64,6 +64,13 @@ class _Shapes:
     k: int
 
 
+def backend_of(target: object) -> str:
+    """The backend a probe config's `_target_` builds (probe.solvers.torch_solver.build:
+    torch; probe.solvers.sklearn.build: sklearn; probe.solvers.cuml.build: cuml)."""
+    parts = str(target or "").split(".")
+    return parts[-2].removesuffix("_solver") if len(parts) > 1 else str(target)
+
+
 def estimate(
     *,
     backend: str,
