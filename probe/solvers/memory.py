@@ -8,7 +8,7 @@ a measured peak). What is counted (docs/solvers.md):
 
 - torch: one float32 copy of train + val (`resident.Resident`, shared by the search and the
   refit), each head's cached float64 logits while they fit within `passes.CACHE_BYTES`
-  (stacked heads on GPU: the previous and the new concatenation), one pass's chunk buffers
+  (up to three N x K copies at once, see `_logits_cache`), one pass's chunk buffers
   (`chunk_mb`), the float64 certificate's chunk, the L-BFGS pairs. The search's fits are kept
   (`linear.SearchResult.fits`). After the refit the copy is released and the test outputs'
   chunk (scores, their negation and argsort, K wide) is the last peak.
@@ -126,19 +126,22 @@ def _pass_chunk(s: _Shapes, *, heads: int, f64: bool, chunk_bytes: int) -> int:
     return rows * per_row
 
 
-def _logits_cache(s: _Shapes, heads: int) -> int:
-    """The cached float64 logits (`passes.caches_logits`); stacked heads keep the previous
-    concatenation alive while the next is built."""
+def _logits_cache(s: _Shapes, heads: int, *, gpu: bool) -> int:
+    """The cached float64 logits (`passes.caches_logits`) at their peak: a head's first pass
+    builds zeros and their concatenation (`passes._previous_logits`), stacked heads keep the
+    previous concatenation alive while the next is built, and on CPU, where C values are
+    fitted one after another, the previous C's track (and its cache) is still referenced
+    while the next C's first pass runs (`TorchSolver._fit_many`): three copies."""
     size = s.n * s.k * heads * F64
     if size > CACHE_BYTES:
         return 0
-    return size * (2 if heads > 1 else 1)
+    return size * (2 if gpu else 3)
 
 
 def _torch(s: _Shapes, *, gpu: bool, chunk_bytes: int, memory: int) -> MemoryEstimate:
     features = s.n * s.d * F32
     stacks = STACK if gpu else (1,)
-    fit = max(max(_logits_cache(s, h) + max(_pass_chunk(s, heads=h, f64=False,
+    fit = max(max(_logits_cache(s, h, gpu=gpu) + max(_pass_chunk(s, heads=h, f64=False,
               chunk_bytes=chunk_bytes), _certificate(s)) for h in stacks),
               _pass_chunk(s, heads=1, f64=True, chunk_bytes=chunk_bytes))  # fmt: skip
     lbfgs = max(stacks) * (2 * memory + 10) * s.k * (s.d + 1) * F64
