@@ -24,6 +24,7 @@ a measured peak). What is counted (docs/solvers.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from probe.core.errors import ProbeError
@@ -197,7 +198,7 @@ def check(
     for where, need, limit in (("host", est.host, host), ("device", est.device, device)):
         if limit is None or need <= limit[0]:
             continue
-        fix = (f"request more (sbatch --mem={-(-need // 10**9) + 1}G)" if where == "host"
+        fix = (f"request more (sbatch --mem={math.ceil(1.25 * need / GiB)}G)" if where == "host"
                else "use a GPU with more memory or device=cpu")  # fmt: skip
         if backend != "torch":
             fix += ", use probe=torch (it holds float32 features)"
