@@ -17,6 +17,7 @@ from probe.core import preempt
 from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
+from probe.core.limits import device_limit, host_limit
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
 from probe.evaluations.normalize import check_normalize, normalize_rows
@@ -28,6 +29,7 @@ from probe.features.distributed import Context, setup, teardown
 from probe.features.stage import build_dataset, cache_entries, ensure_features, pin_encoder
 from probe.report.heads import write_head
 from probe.report.record import result_name, result_path, write_result
+from probe.solvers import memory
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "extract", "probe")
@@ -75,6 +77,27 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                        extract_seconds=extract_seconds, normalize=normalize)  # fmt: skip
 
 
+def check_memory(
+    cfg: DictConfig, *, n: tuple[int, int, int], dim: int, num_classes: int, device: str
+) -> None:
+    """Log the linear protocol's estimated peak memory; refuse a run that cannot fit
+    (`memory_check=false` skips the refusal)."""
+    backend = memory.backend_of(cfg.probe.get("_target_"))
+    est = memory.estimate(backend=backend, n_train=n[0], n_val=n[1], n_test=n[2], dim=dim,
+                          num_classes=num_classes, device=device,
+                          chunk_mb=int(cfg.probe.get("chunk_mb", 1024)),
+                          memory=int(cfg.probe.get("memory", 10)))  # fmt: skip
+    host, dev = host_limit(), device_limit(device)
+    log.info("probe memory estimate (%s): %s; available: host %s, device %s", backend,
+             est.describe(), _limit_text(host), _limit_text(dev))  # fmt: skip
+    if cfg.get("memory_check", True):
+        memory.check(est, host=host, device=dev, backend=backend)
+
+
+def _limit_text(limit: tuple[int, str] | None) -> str:
+    return "unknown" if limit is None else f"{limit[0] / 2**30:.1f} GiB ({limit[1]})"
+
+
 def probe_stage(
     cfg: DictConfig,
     dataset: DatasetFacts,
@@ -92,6 +115,9 @@ def probe_stage(
     warn_sizes(dataset, {s: len(v[1]) for s, v in feats.items()})
     train, val, test = protocol_splits(dataset, feats)
     train, val, test = ((normalize_rows(X, normalize), y) for X, y in (train, val, test))
+    if cfg.eval.get("name", "linear") == "linear":
+        check_memory(cfg, n=(len(train[1]), len(val[1]), len(test[1])), dim=train[0].shape[1],
+                     num_classes=dataset.num_classes, device=device)  # fmt: skip
     task = Task(train=train, val=val, test=test, num_classes=dataset.num_classes,
                 metric=dataset.metric, device=device,
                 make_solver=lambda: make(cfg.probe, device=device),

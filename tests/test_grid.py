@@ -255,3 +255,44 @@ def test_variants_sharing_a_result_file_are_refused(tmp_path: Path, monkeypatch)
     assert (
         lines[1].count("results_dir=") == 1 and f"results_dir={tmp_path / 'by_sklearn'}" in lines[1]
     )
+
+
+def test_dry_run_prints_images_cache_and_probe_memory_and_writes_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    from probe.grid import dry_run
+    from probe.launch.resources import memory_gb
+    from probe.solvers.memory import estimate
+
+    (tmp_path / "conf" / "grid").mkdir(parents=True)
+    (tmp_path / "conf" / "grid" / "kinds.yaml").write_text(
+        "name: kinds\nencoders: [dinov2_g14]\ndatasets: [imagenet, cifar100]\n"
+        "variants: [[encoder.feature=last4]]\n"
+        "overrides: ['encoder.features=[pooler_output,cls+mean,last4]']\n"
+    )
+    cfg = compose_app("probe_grid", ["grid=kinds", f"results_dir={tmp_path / 'r'}",
+                                     f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                                     "dry_run=true", "extra='stage=probe'"])  # fmt: skip
+    dry_run(cfg)
+    out = capsys.readouterr().out
+    assert "2 runs to do, 0 already done (dry run: nothing written)" in out
+    assert not (tmp_path / "r").exists()
+    line = next(x for x in out.splitlines() if x.endswith(
+        "encoder=dinov2_g14 dataset=imagenet encoder.feature=last4 "
+        "'encoder.features=[pooler_output,cls+mean,last4]' stage=probe"))  # fmt: skip
+    images, cache, host, device, mem = line.split()[:5]
+    assert images == "1,331,167"  # docs/protocol.md: 1,281,167 train + 50,000 test
+    assert float(cache) == round(1_331_167 * 1536 * (1 + 2 + 5) * 4 / 2**30, 2)  # every kind
+    est = estimate(
+        backend="torch",
+        n_train=1_231_167,
+        n_val=50_000,
+        n_test=50_000,
+        dim=5 * 1536,
+        num_classes=1000,
+    )  # the probed kind: last4, 5 x 1536 wide
+    assert float(host) == round(est.host / 2**30, 2) and device == "-"
+    run = compose_app("config", ["encoder=dinov2_g14", "dataset=imagenet",
+                                 "encoder.feature=last4", "stage=probe"])  # fmt: skip
+    assert mem == f"{memory_gb(run, gpu=False)}G"
+    assert f"each array task asks for: --gres=none --mem={mem} --requeue" in out

@@ -26,7 +26,7 @@ ALLOWED = {
     "solvers": {"core"},
     "evaluations": {"core", "datasets", "solvers"},
     "report": {"core", "evaluations"},
-    "launch": {"core", "report"},
+    "launch": {"core", "report", "solvers"},
 }
 
 

@@ -6,12 +6,17 @@ encoder config is checked for the GPU decision, and the options for their flags.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from conftest import compose_cfg, config_names
 
 from probe.core.errors import ProbeError
+from probe.encoders.kinds import KINDS
 from probe.launch import resources
 from probe.launch.resources import needs_gpu, task_resources
+from probe.launch.sizes import KIND_WIDTH
+from probe.solvers import memory
 
 NO_NETWORK = {"pixels", "precomputed"}  # encoders whose features need no GPU
 AUTO = {"gpus": "auto", "mem": "auto", "cpus": None, "time": None, "partition": None}
@@ -61,3 +66,37 @@ def test_the_memory_estimate_plugs_into_memory_gb(monkeypatch) -> None:
     monkeypatch.setattr(resources, "memory_gb", lambda run, *, gpu: sizes[run.encoder.name])
     runs = [compose_cfg(["encoder=pixels"]), compose_cfg(["encoder=mlcd_l14", "device=cpu"])]
     assert task_resources(runs, AUTO).mem == "40G"
+
+
+IMAGENET_SPLITS = {"n_train": 1_231_167, "n_val": 50_000, "n_test": 50_000, "num_classes": 1000}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "backend", "dim"),
+    [(["encoder=mlcd_bigg14_224", "device=cpu", "stage=probe"], "torch", 1664),
+     (["encoder=mlcd_l14", "device=cpu", "probe=sklearn"], "sklearn", 1024),
+     (["encoder=dinov2_g14", "encoder.feature=last4", "stage=probe"], "torch", 5 * 1536)],
+)  # fmt: skip
+def test_memory_gb_is_the_probe_estimate_with_its_margin(overrides, backend, dim) -> None:
+    """A CPU task probing ImageNet asks for the estimate x MARGIN, in GiB rounded up."""
+    run = compose_cfg(["dataset=imagenet", *overrides])
+    est = memory.estimate(backend=backend, dim=dim, **IMAGENET_SPLITS)
+    want = math.ceil(est.host * resources.MARGIN / 2**30)
+    assert resources.memory_gb(run, gpu=False) == want
+    assert task_resources([run], AUTO).mem == f"{want}G"
+
+
+def test_memory_gb_on_gpu_tasks_and_unsized_runs() -> None:
+    cifar = compose_cfg(["encoder=mlcd_l14", "dataset=cifar100"])
+    assert resources.memory_gb(cifar, gpu=True) == resources.EXTRACT_GB  # the model's floor
+    probe_only = compose_cfg(["encoder=mlcd_l14", "dataset=cifar100", "stage=probe"])
+    assert resources.memory_gb(probe_only, gpu=True) == resources.MIN_GB  # ~1.4 GiB on host
+    imagenet = compose_cfg(["encoder=mlcd_l14", "dataset=imagenet", "stage=probe"])
+    on_gpu = memory.estimate(backend="torch", dim=1024, device="cuda", **IMAGENET_SPLITS)
+    assert resources.memory_gb(imagenet, gpu=True) == math.ceil(on_gpu.host * 1.25 / 2**30)
+    digits = compose_cfg(["encoder=mlcd_l14"])  # digits has no expected_sizes: the defaults
+    assert [resources.memory_gb(digits, gpu=g) for g in (False, True)] == [16, 64]
+
+
+def test_every_feature_kind_has_a_width() -> None:
+    assert set(KIND_WIDTH) == set(KINDS)

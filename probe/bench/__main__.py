@@ -1,4 +1,4 @@
-"""`python -m probe.bench solvers|extract|evals|precomputed [...]`: dispatch to one benchmark."""
+"""`python -m probe.bench solvers|extract|evals|precomputed|memory [...]`: run one benchmark."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ BENCHES = {
     "extract": "probe.bench.extract",
     "evals": "probe.bench.evals",
     "precomputed": "probe.bench.precomputed",
+    "memory": "probe.bench.memory",
 }
 
 

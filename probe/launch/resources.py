@@ -7,11 +7,15 @@ a grid whose runs are all CPU-only asks for `--gres=none` and no more memory tha
 and is accepted on a CPU-only partition without editing anything.
 
 One task runs any line of the file, so the task's request is the largest over the runs.
-`memory_gb` is the single place a memory estimate plugs in; today it returns a default.
+`memory_gb` sizes the memory from the run's estimate (`sizes.run_size`): the probe stage's
+peak host memory with a margin, and for a run that loads a model on a GPU node at least
+`EXTRACT_GB`; a run the configs cannot size (no `expected_sizes`, no encoder `width`) gets
+the old defaults.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,14 +23,21 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from probe.core.errors import ProbeError
+from probe.launch.sizes import run_size
 
 # Encoder families that run no network: a GPU would only copy their rows back and forth.
 CPU_ENCODERS = frozenset({"probe.encoders.pixels.build", "probe.encoders.precomputed.build"})
 # Probe backends that cannot run without a GPU.
 GPU_PROBES = frozenset({"probe.solvers.cuml.build"})
-# Until the memory estimate lands: with a GPU, the script's long-standing 64 GB (ImageNet
+# Runs the configs cannot size: with a GPU, the script's long-standing 64 GB (ImageNet
 # features plus a model and pinned batches); without one, 16 GB (no model weights on a device).
 DEFAULT_MEM_GB = {True: 64, False: 16}
+# A model extraction's host memory (not measured here: no GPU): the weights while they load
+# (ViT-bigG/14's 1.8B parameters are 7.4 GB in float32), extract.prefetch_mb of decoded
+# batches (2 GB by default) and the interpreter; 16 GB covers the shipped encoders.
+EXTRACT_GB = 16
+MARGIN = 1.25  # the estimate lies within 0.85x-1.5x of measured peaks (tests/test_memory.py)
+MIN_GB = 4
 _MEM = re.compile(r"^(\d+)([MGT]?)$", re.IGNORECASE)
 
 
@@ -64,10 +75,19 @@ def needs_gpu(run: DictConfig) -> bool:
 
 
 def memory_gb(run: DictConfig, *, gpu: bool) -> int:
-    """GB of host memory one run needs: the plug-in point of a memory estimate (encoder,
-    dataset size, feature width, probe backend all live in `run`). For now a default."""
-    del run  # the estimate will read it
-    return DEFAULT_MEM_GB[gpu]
+    """GB (sbatch's G: GiB) of host memory one run needs: the probe stage's estimated peak
+    x MARGIN, at least EXTRACT_GB when it extracts with a model on a GPU task."""
+    size = run_size(run, gpu=gpu)
+    if size.probe is None:
+        return DEFAULT_MEM_GB[gpu]
+    need = math.ceil(size.probe.host * MARGIN / 2**30)
+    if (
+        gpu
+        and run.get("stage", "all") != "probe"
+        and run.encoder.get("_target_") not in (CPU_ENCODERS)
+    ):
+        need = max(need, EXTRACT_GB)
+    return max(need, MIN_GB)
 
 
 def _mem_flag(value: object) -> str:

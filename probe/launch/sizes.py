@@ -1,0 +1,103 @@
+"""What one run of a grid will extract, cache and hold, from its composed config alone.
+
+No dataset is built and no model loaded: the image counts are the dataset config's
+`expected_sizes` (docs/protocol.md's dataset table), the width is the encoder config's
+`width` times what each feature kind concatenates, and the probe stage's memory is
+`probe.solvers.memory.estimate` on the protocol's split sizes. A dataset without
+`expected_sizes` (npz, hf, imagefolder, digits) or an encoder without `width` has no
+estimate; callers fall back to defaults and `dry_run=true` prints "?".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from probe.solvers.memory import MemoryEstimate, backend_of, estimate
+
+# how many encoder widths each feature kind concatenates (probe/encoders/kinds.py)
+KIND_WIDTH = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5}
+CACHE_DTYPE_BYTES = 4  # cached features are float32 whatever the compute dtype
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """One run's numbers (None where the configs do not say)."""
+
+    images: int | None  # images the extraction encodes (every split it caches)
+    cache_bytes: int | None  # the feature cache those images fill, every kind asked for
+    probe: MemoryEstimate | None  # the probe stage's peak memory
+    device: str = "cpu"  # where the estimate puts the probe's features
+
+
+def split_sizes(dataset: DictConfig) -> tuple[int, int, int] | None:
+    """(train, val, test) as the protocol fits them: the official val, or the carve."""
+    sizes = dataset.get("expected_sizes")
+    if not sizes or "train" not in sizes or "test" not in sizes:
+        return None
+    train, test = int(sizes["train"]), int(sizes["test"])
+    val_cfg = dataset.get("val") or {}
+    if "val" in sizes and val_cfg.get("source", "carve") in ("official", "auto"):
+        return train, int(sizes["val"]), test
+    if val_cfg.get("count") is not None:
+        val = int(val_cfg["count"])
+    else:
+        val = round(train * float(val_cfg.get("fraction") or 0.2))
+    return train - val, val, test
+
+
+def _kinds(encoder: DictConfig) -> tuple[list[str], str]:
+    """(every kind one extraction caches, the kind this run probes)."""
+    probed = str(encoder.get("feature") or "pooler_output")
+    cached = list(encoder.get("features") or [probed])
+    return [str(k) for k in cached], probed
+
+
+def probe_device(run: DictConfig, *, gpu: bool) -> str:
+    """Where the probe's features live: on the GPU for the torch backend on a GPU task
+    whose device is auto or cuda; cuML and scikit-learn hold theirs on the host."""
+    device = str(run.get("device", "auto"))
+    torch = backend_of(run.probe.get("_target_")) == "torch"
+    return "cuda" if gpu and torch and (device == "auto" or "cuda" in device) else "cpu"
+
+
+def run_size(run: DictConfig, *, gpu: bool = False) -> RunSize:
+    sizes = split_sizes(run.dataset)
+    width = run.encoder.get("width")
+    expected = run.dataset.get("expected_sizes")
+    images = sum(int(v) for v in expected.values()) if expected else None
+    if width is None:
+        return RunSize(images=images, cache_bytes=None, probe=None)
+    cached, probed = _kinds(run.encoder)
+    row = int(width) * sum(KIND_WIDTH.get(k, 1) for k in cached) * CACHE_DTYPE_BYTES
+    cache = images * row if images is not None else None
+    if sizes is None:
+        return RunSize(images=images, cache_bytes=cache, probe=None)
+    device = probe_device(run, gpu=gpu)
+    est = estimate(backend=backend_of(run.probe.get("_target_")), n_train=sizes[0], n_val=sizes[1],
+                   n_test=sizes[2], dim=int(width) * KIND_WIDTH.get(probed, 1),
+                   num_classes=int(run.dataset.num_classes), device=device,
+                   chunk_mb=int(run.probe.get("chunk_mb", 1024)),
+                   memory=int(run.probe.get("memory", 10)))  # fmt: skip
+    return RunSize(images=images, cache_bytes=cache, probe=est, device=device)
+
+
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 2**30:.2f}"
+
+
+def dry_run_lines(runs: list[tuple[str, DictConfig]], *, gpu: bool, mem: list[int]) -> list[str]:
+    """One line per run (`runs`: (label, composed config); `mem`: each run's --mem in GB):
+    images extracted, cache size, the probe's estimated peak host (and device) memory."""
+    head = (f"{'images':>10} {'cache GiB':>9} {'probe host GiB':>14} {'device GiB':>10} "
+            f"{'--mem':>6}  run")  # fmt: skip
+    out = [head]
+    for (label, cfg), gb in zip(runs, mem, strict=True):
+        size = run_size(cfg, gpu=gpu)
+        images = "?" if size.images is None else f"{size.images:,}"
+        host = _gib(size.probe.host) if size.probe else "?"
+        dev = _gib(size.probe.device) if size.probe and size.probe.device else "-"
+        out.append(f"{images:>10} {_gib(size.cache_bytes):>9} {host:>14} {dev:>10} "
+                   f"{str(gb) + 'G':>6}  {label}")  # fmt: skip
+    return out
