@@ -64,14 +64,16 @@ def test_sigterm_mid_extraction_stops_at_a_shard_boundary(tmp_path: Path, refere
 
 
 def test_sigterm_during_the_probe_leaves_no_result(tmp_path: Path, reference) -> None:
-    """The probe stage stops at once: no result file, no temp file, exit 143."""
+    """The probe stage stops at once, or at the latest after the search step under way (a
+    stop raised where Python drops it, seen under load): no result file, no temp file, 143."""
     shutil.copytree(reference["cache"], tmp_path / "cache")
     args = [*dirs_in(tmp_path), *FAST, "probe=sklearn", "probe.tol=1e-6", "stage=probe"]
     proc = popen(args, cwd=tmp_path)
     assert wait_for(lambda: "features cached for all splits" in output(proc), proc=proc)
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 143, output(proc)
-    assert "preempted (SIGTERM): SIGTERM received" in output(proc)
+    assert re.search(r"preempted \(SIGTERM\): (SIGTERM received|stopped during the C search)",
+                     output(proc)), output(proc)  # fmt: skip
     results = tmp_path / "results"
     assert not [p for p in results.rglob("*") if p.is_file() and "logs" not in p.parts]
 
