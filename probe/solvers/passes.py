@@ -93,7 +93,7 @@ def evaluate(
         idx = yc.view(-1, 1, 1).expand(-1, h, 1)
         resid = torch.softmax(logits, 2)  # a new buffer: the cached logits survive
         loss += _nll(logits, resid, idx).sum((0, 2))
-        sq += _squares(resid)
+        sq += (resid * resid).sum((0, 2))
         resid.scatter_add_(2, idx, torch.full_like(idx, -1, dtype=torch.float64))
         resid = resid.view(len(yc), h * k)
         gb += resid.sum(0)
@@ -122,14 +122,6 @@ def _nll(logits: torch.Tensor, proba: torch.Tensor, idx: torch.Tensor) -> torch.
         exact = torch.logsumexp(logits, 2, keepdim=True) - logits.gather(2, idx)
         nll = torch.where(tiny, exact, nll)
     return nll
-
-
-def _squares(proba: torch.Tensor) -> torch.Tensor:
-    """sum of p^2 per head (for the softmax curvature)."""
-    if proba.shape[1] == 1:
-        flat = proba.reshape(-1)
-        return torch.dot(flat, flat).reshape(1)
-    return (proba * proba).sum((0, 2))
 
 
 def _previous_logits(p: Problem, caches: list[dict]) -> torch.Tensor:
