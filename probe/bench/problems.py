@@ -2,8 +2,10 @@
 
 Synthetic problems are seeded class-conditional Gaussians shaped like real probe features:
 class means spread isotropically, within-class noise with a decaying (anisotropic) spectrum,
-rows L2-normalised like CLIP embeddings. `separation` is tuned so scikit-learn's test accuracy
-lands between 70 and 90 percent (overlapping classes, as real transfer datasets have).
+rows L2-normalised like CLIP embeddings (or scaled to a larger norm: `strong`, whose best C
+is below 0.01, as for un-normalised features). `separation` is tuned so scikit-learn's test
+accuracy lands between 70 and 90 percent (overlapping classes, as real transfer datasets have).
+`quick=True` shrinks every synthetic problem (QUICK) so a whole bench run takes minutes.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def gaussians(
     separation: float,
     seed: int = 0,
     note: str = "",
+    radius: float = 1.0,
 ) -> Problem:
-    """Balanced classes; rows drawn in float32 chunks so 1.3M x 1024 fits in host memory."""
+    """Balanced classes; rows drawn in float32 chunks so 1.3M x 1024 fits in host memory,
+    each scaled to norm `radius`."""
     rng = np.random.Generator(np.random.PCG64(seed))
     means = rng.standard_normal((num_classes, dim), dtype=np.float32) * (separation / dim**0.5)
     spectrum = 1.0 / np.sqrt(np.arange(1, dim + 1, dtype=np.float32))
@@ -52,7 +56,7 @@ def gaussians(
             yc = y[s : s + 65536]
             xc = rng.standard_normal((len(yc), dim), dtype=np.float32) * noise_scale
             xc += means[yc]
-            xc /= np.linalg.norm(xc, axis=1, keepdims=True)
+            xc *= radius / np.linalg.norm(xc, axis=1, keepdims=True)
             X[s : s + len(yc)] = xc
         return X, y
 
@@ -75,38 +79,39 @@ def digits() -> Problem:
 
 
 # class-mean spread: 0.12 gives about 80% test accuracy at the CIFAR-100 shape (measured on a
-# 20,000-row draw); ImageNet's 1,000 classes crowd more, so they are spread wider
-SEPARATION = {"cifar100": 0.12, "imagenet": 0.16}
+# 20,000-row draw); ImageNet's 1,000 classes crowd more, so they are spread wider; `strong`
+# is narrower (256) and its rows of norm 100 move the best C by 1e-4 (C R^2 is invariant)
+SEPARATION = {"cifar100": 0.12, "imagenet": 0.16, "strong": 0.2}
+# (train rows, test rows, width, classes, row norm, note) of each synthetic problem
+SHAPES = {
+    "cifar100": (50_000, 10_000, 1024, 100, 1.0, "CIFAR-100 shape"),
+    "imagenet": (1_281_167, 50_000, 1024, 1000, 1.0, "ImageNet shape"),
+    "imagenet-cpu": (64_000, 10_000, 1024, 1000, 1.0,
+                     "ImageNet classes and width, 64 images per class (CPU subsample)"),
+    "strong": (10_000, 10_000, 256, 100, 100.0,
+               "rows of norm 100 (un-normalised features): best C below 0.01"),
+}  # fmt: skip
+QUICK = {"rows": 4_000, "rows_per_class": 8, "test": 2_000, "width": 256}
+PROBLEMS = ("digits", "cifar100", "strong", "imagenet")
 
 
-def build(name: str, *, gpu: bool, seed: int = 0, max_train: int | None = None) -> Problem:
+def build(
+    name: str, *, gpu: bool, seed: int = 0, max_train: int | None = None, quick: bool = False
+) -> Problem:
     """A named problem; `max_train` caps the training rows of the synthetic ones."""
     if name == "digits":
         return digits()
-    prob = _synthetic(name, gpu=gpu, seed=seed, max_train=max_train)
-    if max_train and len(prob.y) == max_train:
-        prob.note += f", training rows capped at {max_train:,} (--max-train)"
-    return prob
-
-
-def _synthetic(name: str, *, gpu: bool, seed: int, max_train: int | None) -> Problem:
-    def rows(n: int) -> int:
-        return min(n, max_train) if max_train else n
-
-    if name == "cifar100":
-        return gaussians(
-            name=name, n_train=rows(50_000), n_test=10_000, dim=1024, num_classes=100,
-            separation=SEPARATION[name], seed=seed, note="CIFAR-100 shape",
-        )  # fmt: skip
-    if name == "imagenet":
-        if gpu:
-            return gaussians(
-                name=name, n_train=rows(1_281_167), n_test=50_000, dim=1024, num_classes=1000,
-                separation=SEPARATION[name], seed=seed, note="ImageNet shape",
-            )  # fmt: skip
-        return gaussians(
-            name=name, n_train=rows(64_000), n_test=10_000, dim=1024, num_classes=1000,
-            separation=SEPARATION[name], seed=seed,
-            note="ImageNet classes and width, 64 images per class (CPU subsample)",
-        )  # fmt: skip
-    raise ValueError(name)
+    if name not in PROBLEMS:
+        raise ValueError(name)
+    key = "imagenet-cpu" if name == "imagenet" and not gpu else name
+    n_train, n_test, dim, k, radius, note = SHAPES[key]
+    if quick:
+        n_train = min(n_train, max(QUICK["rows"], QUICK["rows_per_class"] * k))
+        n_test, dim = min(n_test, QUICK["test"]), QUICK["width"]
+        note += f", --quick: {n_train:,} rows, width {dim}"
+    if max_train and n_train > max_train:
+        n_train = max_train
+        note += f", training rows capped at {max_train:,} (--max-train)"
+    return gaussians(name=name, n_train=n_train, n_test=n_test, dim=dim, num_classes=k,
+                     separation=SEPARATION[name], seed=seed, note=note,
+                     radius=radius)  # fmt: skip

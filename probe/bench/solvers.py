@@ -7,7 +7,9 @@ already in memory). Every backend runs its default: the CLIP paper's gradient ru
 untimed: every fit's objective recomputed in float64 with `probe.solvers.base.certify`, a
 tight reference solve at the chosen C (torch, tol 1e-7 on the paper's sum-scaled gradient,
 warm-started from the best fit there), and the comparison with scikit-learn at every C both
-visited.
+visited. Per backend it also prints where the time went (`probe.bench.counts`): passes over X
+(matmul pairs), L-BFGS iterations (search and refit) and the share of the timed seconds
+spent in float32 and in float64 passes.
 
 A fair CPU comparison unsets `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` for this command
 (numpy's float32 and float64 matmuls are slower with them; see docs/solvers.md).
@@ -16,6 +18,7 @@ A fair CPU comparison unsets `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` for this
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -25,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probe.bench import problems
+from probe.bench import counts, problems
 from probe.core.errors import ProbeError
 from probe.datasets.splits import stratified_holdout
 from probe.evaluations.linear import GRID, refit_and_test, search
@@ -57,7 +60,28 @@ def run_backend(backend: str, device: str, prob: problems.Problem) -> dict[str, 
     train = (prob.X[keep], prob.y[keep])
     val = (prob.X[hold], prob.y[hold])
     solver = make_solver(backend, device)
-    start = time.perf_counter()
+    counting = counts.sklearn_counting() if backend == "sklearn" else contextlib.nullcontext()
+    with counting as tally:
+        start = time.perf_counter()
+        found, test_score, final = _search_and_refit(solver, prob, train, val)
+        seconds = time.perf_counter() - start
+    fits = {float(GRID[k]): f for k, f in found.fits.items()}
+    return {
+        "backend": backend,
+        "device": "cuda" if backend == "cuml" else device,
+        "seconds": seconds,
+        "test": test_score,
+        "C": found.best_C,
+        "search": found.records,
+        "fits": fits,
+        "final": final,
+        "train": train,
+        "iterations": sum(f.iterations for f in fits.values()) + final.iterations,
+        **counts.counts_for(backend, solver, tally, seconds),
+    }
+
+
+def _search_and_refit(solver: Any, prob: problems.Problem, train: tuple, val: tuple):
     found = search(solver=solver, train=train, val=val, num_classes=prob.num_classes, metric="top1")
     test_score, final = refit_and_test(
         solver=solver,
@@ -68,18 +92,7 @@ def run_backend(backend: str, device: str, prob: problems.Problem) -> dict[str, 
         metric="top1",
         init=found.fits.get(found.best_index),
     )
-    seconds = time.perf_counter() - start
-    return {
-        "backend": backend,
-        "device": "cuda" if backend == "cuml" else device,
-        "seconds": seconds,
-        "test": test_score,
-        "C": found.best_C,
-        "search": found.records,
-        "fits": {float(GRID[k]): f for k, f in found.fits.items()},
-        "final": final,
-        "train": train,
-    }
+    return found, test_score, final
 
 
 def objective_fast(X: np.ndarray, y: np.ndarray, fit: Fit, C: float) -> float:
@@ -126,7 +139,8 @@ def summarise(prob: problems.Problem, rows: list[dict[str, Any]]) -> list[dict[s
 
 def table(results: list[dict[str, Any]]) -> str:
     head = ("| problem | shape | backend | device | seconds | speedup | test % | C | gap |"
-            " obj <= sklearn | converged |\n" + "|---" * 11 + "|")  # fmt: skip
+            " obj <= sklearn | converged | passes | iterations | f32 time | f64 time |\n"
+            + "|---" * 15 + "|")  # fmt: skip
     lines = [head]
     for res in results:
         for r in res["rows"]:
@@ -137,17 +151,30 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"| {res['problem']} | {res['shape']} | {r['backend']} | {r['device']} | "
                 f"{r['seconds']:.1f} | {speed} | {r['test']:.2f} | {r['C']:.3g} | "
                 f"{r['gap']:.1e} | {cmp} | {r['converged']['converged']}/"
-                f"{r['converged']['fits']} |"
+                f"{r['converged']['fits']} | {_na(r['passes'], '{:,}')} | "
+                f"{r['iterations']:,} | {_na(r['f32_share'], '{:.0%}')} | "
+                f"{_na(r['f64_share'], '{:.0%}')} |"
             )
     return "\n".join(lines)
+
+
+def _na(value: Any, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m probe.bench solvers", description=__doc__)
     ap.add_argument(
         "--problems",
-        default="digits,cifar100",
-        help="comma list of digits, cifar100, imagenet (default digits,cifar100)",
+        default=",".join(problems.PROBLEMS),
+        help=f"comma list of {', '.join(problems.PROBLEMS)} (default: all; imagenet on CPU is "
+        "a 64,000-row subsample)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small synthetic problems (4,000 rows, 8 per class for imagenet, width 256): "
+        "minutes, for iterating; not the published table",
     )
     ap.add_argument(
         "--backends",
@@ -181,7 +208,7 @@ def main(argv: list[str]) -> int:
         if args.backends == "auto" and name == "imagenet" and device.startswith("cuda"):
             todo = [b for b in backends if b != "sklearn"]  # days on CPU: not run by default
         prob = problems.build(name, gpu=device.startswith("cuda"), seed=args.seed,
-                              max_train=args.max_train)  # fmt: skip
+                              max_train=args.max_train, quick=args.quick)  # fmt: skip
         rows = []
         for backend in todo:
             log.info("%s (%s): %s on %s ...", name, prob.shape, backend, device)
@@ -197,7 +224,11 @@ def main(argv: list[str]) -> int:
     print(
         "gap: (objective - tight optimum) / optimum at the chosen C, float64; "
         "obj <= sklearn: searched C values where the objective is at or below sklearn's; "
-        "converged: fits (search and refit) meeting the paper's gradient rule"
+        "converged: fits (search and refit) meeting the paper's gradient rule; "
+        "passes: matmul pairs over X (torch: float32 and float64 passes and the float64 "
+        "certificates; sklearn: scipy's loss-and-gradient calls); iterations: L-BFGS "
+        "iterations of the search and the refit; f32/f64 time: share of the seconds spent "
+        "in passes of that precision"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(_jsonable(results), indent=2))
@@ -206,7 +237,8 @@ def main(argv: list[str]) -> int:
 
 def _jsonable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keep = ("backend", "device", "seconds", "speedup", "test", "C", "gap", "vs_sklearn", "search",
-            "converged")  # fmt: skip
+            "converged", "passes", "passes_by_kind", "iterations", "f32_share", "f64_share",
+            "why_na")  # fmt: skip
     return [
         {
             **{k: v for k, v in res.items() if k != "rows"},

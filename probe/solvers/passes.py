@@ -21,6 +21,8 @@ from probe.solvers.lbfgs import Eval, Point
 from probe.solvers.resident import ROWS, Problem
 
 CACHE_BYTES = 2**31  # most memory the cached float64 logits of one pass may take
+CURV_FLOOR = 1e-12  # the curvature a scaling assumes at least (confident predictions)
+TINY = 1e-250  # below this a true-class probability is recomputed as log-sum-exp - logit
 
 
 @dataclass
@@ -78,22 +80,19 @@ def evaluate(
     gw = torch.zeros(h * k, d, dtype=torch.float64, device=p.device)
     gb = torch.zeros(h * k, dtype=torch.float64, device=p.device)
     sq = torch.zeros(h, dtype=torch.float64, device=p.device)  # sum of squared probas
+    b32 = b.to(torch.float32)
     for s in range(0, p.n, rows):
         xc, yc = p.X[s : s + rows].to(mm), p.y[s : s + rows]
-        if prev is None:
+        if mm == torch.float64:
+            logits = torch.addmm(b, xc, W.T)
+        elif prev is None:
             logits = (xc @ W.T).to(torch.float64).add_(b)
-        else:  # updated in place: these become the heads' cached logits below
-            logits = prev[s : s + rows].add_(xc @ W.T).add_(b)
+        else:  # the step in float32 (its intercept too), added to the cached logits in place
+            logits = prev[s : s + rows].add_(torch.addmm(b32, xc, W.T))
         logits = logits.view(len(yc), h, k)
         idx = yc.view(-1, 1, 1).expand(-1, h, 1)
-        picked = logits.gather(2, idx)  # the true class's logit, before anything changes
-        top = logits.amax(2, keepdim=True)
-        # one exp pass gives both the softmax and the log-sum-exp (the cached logits
-        # must survive, so only an uncached buffer is overwritten)
-        resid = (logits.sub_(top) if prev is None else logits - top).exp_()
-        total = resid.sum(2, keepdim=True)
-        loss += (top + total.log() - picked).sum((0, 2))
-        resid.div_(total)
+        resid = torch.softmax(logits, 2)  # a new buffer: the cached logits survive
+        loss += _nll(logits, resid, idx).sum((0, 2))
         sq += (resid * resid).sum((0, 2))
         resid.scatter_add_(2, idx, torch.full_like(idx, -1, dtype=torch.float64))
         resid = resid.view(len(yc), h * k)
@@ -102,7 +101,7 @@ def evaluate(
     out = []
     for j in range(h):
         if states is not None:  # mean over rows of sum_c p_c (1 - p_c), per class
-            states[j]["curv"] = (1.0 - float(sq[j]) / p.n) / k
+            states[j]["curv"] = max((1.0 - float(sq[j]) / p.n) / k, CURV_FLOOR)
         if caches is not None:
             caches[j].update(theta=thetas[j], Z=prev[:, j * k : (j + 1) * k])
         g = torch.cat([gw[j * k : (j + 1) * k], gb[j * k : (j + 1) * k, None]], 1) / p.n
@@ -111,6 +110,18 @@ def evaluate(
     if counter is not None:
         counter.add(mode, heads=h, seconds=time.perf_counter() - start)
     return out
+
+
+def _nll(logits: torch.Tensor, proba: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """-log p(true class) per row and head: from the float64 softmax (as exact as
+    log-sum-exp minus the true logit), except where p underflows, which takes that form."""
+    p_true = proba.gather(2, idx)
+    nll = p_true.log().neg_()
+    tiny = p_true < TINY
+    if bool(tiny.any()):
+        exact = torch.logsumexp(logits, 2, keepdim=True) - logits.gather(2, idx)
+        nll = torch.where(tiny, exact, nll)
+    return nll
 
 
 def _previous_logits(p: Problem, caches: list[dict]) -> torch.Tensor:

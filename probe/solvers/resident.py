@@ -109,7 +109,7 @@ class Problem:
         uniform predictions, far less once they are confident); the intercept's is curv.
         L-BFGS adapts the overall scale itself, so only these ratios matter.
         """
-        c = max(curv, 1e-12)
+        c = max(curv, 1e-12)  # passes.CURV_FLOOR
         return torch.cat([c * self.spectrum + reg, self.spectrum.new_tensor([c])]).rsqrt()
 
     def to_work(self, coef: torch.Tensor, intercept: torch.Tensor) -> torch.Tensor:
