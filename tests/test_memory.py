@@ -131,3 +131,40 @@ def test_the_estimate_is_close_to_the_measured_peak(tmp_path: Path, capsys) -> N
     assert "torch" in capsys.readouterr().out
     for row in json.loads(out.read_text())["rows"]:
         assert 0.85 <= row["estimate_over_peak"] <= 1.5, row
+
+
+def _logit_buffers(n: int, k: int) -> int:
+    """Distinct float64 storages alive that hold at least one N x K logits table."""
+    import gc
+
+    import torch
+
+    ptrs = {t.untyped_storage().data_ptr() for t in gc.get_objects()
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64
+            and t.untyped_storage().nbytes() >= n * k * 8}  # fmt: skip
+    return len(ptrs)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects meets deprecated torch names
+def test_one_logit_cache_alive_at_a_time_on_cpu(monkeypatch) -> None:
+    """Fitting C values one after another on CPU, each first pass finds no other N x K
+    logits alive (before: the previous C's cache, a zero block and its concatenation)."""
+    import numpy as np
+
+    from probe.solvers.torch_solver import TorchSolver
+
+    rng = np.random.default_rng(0)
+    n, k = 3000, 8
+    X = rng.standard_normal((n, 16)).astype(np.float32)
+    y = np.arange(n) % k
+    seen, previous = [], passes._previous_logits
+
+    def counting(p, caches):
+        out = previous(p, caches)
+        seen.append(_logit_buffers(p.n, p.k))
+        return out
+
+    monkeypatch.setattr(passes, "_previous_logits", counting)
+    TorchSolver(stack=False, max_iter=20).fit_many(X, y, Cs=[0.01, 0.1, 1.0], num_classes=k,
+                                                  inits=[None, None, None])  # fmt: skip
+    assert seen and max(seen) == 1, seen

@@ -8,10 +8,10 @@ a measured peak). What is counted (docs/solvers.md):
 
 - torch: one float32 copy of train + val (`resident.Resident`, shared by the search and the
   refit), each head's cached float64 logits while they fit within `passes.CACHE_BYTES`
-  (up to three N x K copies at once, see `_logits_cache`), one pass's chunk buffers
-  (`chunk_mb`), the float64 certificate's chunk, the L-BFGS pairs. The search's fits are kept
-  (`linear.SearchResult.fits`). After the refit the copy is released and the test outputs'
-  chunk (scores, their negation and argsort, K wide) is the last peak.
+  (one N x K copy on CPU, two for stacked heads on GPU, see `_logits_cache`), one pass's
+  chunk buffers (`chunk_mb`), the float64 certificate's chunk, the L-BFGS pairs. The
+  search's fits are kept (`linear.SearchResult.fits`). After the refit the copy is released
+  and the test outputs' chunk (scores, their negation and argsort, K wide) is the last peak.
 - sklearn: one float64 copy of train + val, and the largest of: scikit-learn's N x K float64
   raw predictions and pointwise gradient (1.9: `_linear_loss.LinearModelLoss.loss_gradient`)
   with scipy's L-BFGS-B work arrays ((2m + 5) x parameters, m = 10); the float32 block
@@ -128,15 +128,15 @@ def _pass_chunk(s: _Shapes, *, heads: int, f64: bool, chunk_bytes: int) -> int:
 
 
 def _logits_cache(s: _Shapes, heads: int, *, gpu: bool) -> int:
-    """The cached float64 logits (`passes.caches_logits`) at their peak: a head's first pass
-    builds zeros and their concatenation (`passes._previous_logits`), stacked heads keep the
-    previous concatenation alive while the next is built, and on CPU, where C values are
-    fitted one after another, the previous C's track (and its cache) is still referenced
-    while the next C's first pass runs (`TorchSolver._fit_many`): three copies."""
+    """The cached float64 logits (`passes.caches_logits`) at their peak. On CPU C values are
+    fitted one after another and a single head's cache is updated in place (its first pass
+    starts from fresh zeros, `passes._previous_logits`; the previous C's track is dropped
+    before the next fit, `TorchSolver._fit_many`): one copy. Stacked heads (GPU) build one
+    new buffer from their caches while those are still referenced: two copies."""
     size = s.n * s.k * heads * F64
     if size > CACHE_BYTES:
         return 0
-    return size * (2 if gpu else 3)
+    return size * (2 if gpu else 1)
 
 
 def _torch(s: _Shapes, *, gpu: bool, chunk_bytes: int, memory: int) -> MemoryEstimate:

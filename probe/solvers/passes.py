@@ -127,9 +127,15 @@ def _nll(logits: torch.Tensor, proba: torch.Tensor, idx: torch.Tensor) -> torch.
 def _previous_logits(p: Problem, caches: list[dict]) -> torch.Tensor:
     """(N, heads * K) float64 logits at each head's previous point (zeros before the first).
 
-    A single head's own cache is returned as is and updated in place by the pass."""
-    if len(caches) == 1 and "Z" in caches[0]:
-        return caches[0]["Z"]
-    parts = [c["Z"] if "Z" in c else None for c in caches]
-    zero = torch.zeros(p.n, p.k, dtype=torch.float64, device=p.X.device)
-    return torch.cat([z if z is not None else zero for z in parts], 1)
+    A single head's own cache (or, at its first pass, fresh zeros) is returned as is and
+    updated in place by the pass: one N x K buffer, not a zero block and its copy. Stacked
+    heads get one new buffer with each head's cache copied in."""
+    if len(caches) == 1:
+        if "Z" in caches[0]:
+            return caches[0]["Z"]
+        return torch.zeros(p.n, p.k, dtype=torch.float64, device=p.X.device)
+    out = torch.zeros(p.n, p.k * len(caches), dtype=torch.float64, device=p.X.device)
+    for j, c in enumerate(caches):
+        if "Z" in c:
+            out[:, j * p.k : (j + 1) * p.k] = c["Z"]
+    return out

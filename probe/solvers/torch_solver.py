@@ -240,6 +240,7 @@ class TorchSolver(Solver):
             init = _closest_below(C, init, fits)
             (track,) = self._solve(p, [C], [self._start(p, init)])
             fits.append(self._to_fit(p, track, num_classes))
+            del track  # its N x K logit cache must not live on into the next C's fit
         by_c = {f.C: f for f in fits}
         return [by_c[float(C)] for C in Cs]
 
