@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from probe.core.errors import ProbeError
+from probe.solvers.base import chunk_rows
 
 F32, F64 = 4, 8
 GiB = 2**30
@@ -113,17 +114,21 @@ def _test_outputs(s: _Shapes) -> int:
     return rows * (s.d * F32 + s.k * (F32 + 3 * F64))
 
 
-def _certificate(s: _Shapes) -> int:
+def _certificate(s: _Shapes, *, gpu: bool) -> int:
     """`base.certify` per chunk: float64 rows, logits and two K-wide temporaries."""
-    rows = max(1, min(s.n, CERT_BYTES // (8 * (s.d + 2 * s.k))))
+    rows = chunk_rows(s.n, 8 * (s.d + 2 * s.k), chunk_bytes=CERT_BYTES, device=_dev(gpu))
     return rows * (s.d + 3 * s.k) * F64
 
 
-def _pass_chunk(s: _Shapes, *, heads: int, f64: bool, chunk_bytes: int) -> int:
+def _dev(gpu: bool) -> str:
+    return "cuda" if gpu else "cpu"
+
+
+def _pass_chunk(s: _Shapes, *, heads: int, f64: bool, chunk_bytes: int, gpu: bool) -> int:
     """`passes.evaluate`'s row chunk: its own bound (3 float64 K-wide rows per head, plus the
     float64 features in float64 mode) is what the chunk allocates."""
     per_row = heads * s.k * 8 * 3 + (s.d * 8 if f64 else 0)
-    rows = max(1, min(s.n, ROWS, chunk_bytes // per_row))
+    rows = chunk_rows(s.n, per_row, chunk_bytes=chunk_bytes, device=_dev(gpu))
     return rows * per_row
 
 
@@ -143,8 +148,8 @@ def _torch(s: _Shapes, *, gpu: bool, chunk_bytes: int, memory: int) -> MemoryEst
     features = s.n * s.d * F32
     stacks = STACK if gpu else (1,)
     fit = max(max(_logits_cache(s, h, gpu=gpu) + max(_pass_chunk(s, heads=h, f64=False,
-              chunk_bytes=chunk_bytes), _certificate(s)) for h in stacks),
-              _pass_chunk(s, heads=1, f64=True, chunk_bytes=chunk_bytes))  # fmt: skip
+              chunk_bytes=chunk_bytes, gpu=gpu), _certificate(s, gpu=gpu)) for h in stacks),
+              _pass_chunk(s, heads=1, f64=True, chunk_bytes=chunk_bytes, gpu=gpu))  # fmt: skip
     lbfgs = max(stacks) * (2 * memory + 10) * s.k * (s.d + 1) * F64
     build = 2 * ROWS * s.d * F32 + 3 * s.d * s.d * F64  # a read block, the covariance
     on_device = {"features (float32 copy)": features, "logits and chunks": max(fit, build),
@@ -167,7 +172,7 @@ def _sklearn(s: _Shapes) -> MemoryEstimate:
     loss = 2 * s.n * k * F64 + (2 * SCIPY_M + 5) * k * (s.d + 1) * F64
     fit = {"float64 copy": s.n * s.d * F64,  # and, after it, the largest of:
            "loss buffers, read block or certificate": max(loss, ROWS * s.d * F32,
-                                                          _certificate(s))}  # fmt: skip
+                                                          _certificate(s, gpu=False))}  # fmt: skip
     host = _common(s)
     if sum(fit.values()) >= _test_outputs(s):
         host.update(fit)

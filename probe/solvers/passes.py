@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from probe.solvers.base import chunk_rows
 from probe.solvers.lbfgs import Eval, Point
-from probe.solvers.resident import ROWS, Problem
+from probe.solvers.resident import Problem
 
 CACHE_BYTES = 2**31  # most memory the cached float64 logits of one pass may take
 CURV_FLOOR = 1e-12  # the curvature a scaling assumes at least (confident predictions)
@@ -75,7 +76,7 @@ def evaluate(
     b = torch.cat([t[:, d] for t in orig])  # float64 (h*k,)
     prev = _previous_logits(p, caches) if caches is not None else None
     per_row = h * k * 8 * 3 + (d * 8 if mm == torch.float64 else 0)
-    rows = max(1, min(p.n, ROWS, chunk_bytes // per_row))
+    rows = chunk_rows(p.n, per_row, chunk_bytes=chunk_bytes, device=str(p.device))
     loss = torch.zeros(h, dtype=torch.float64, device=p.device)
     gw = torch.zeros(h * k, d, dtype=torch.float64, device=p.device)
     gb = torch.zeros(h * k, dtype=torch.float64, device=p.device)

@@ -27,8 +27,9 @@ import torch
 from probe.core.arrays import read_rows
 from probe.core.errors import ProbeError
 from probe.core.rows import Rows
+from probe.solvers.base import ROWS as BASE_ROWS
 
-ROWS = 65536  # rows per chunk: the copy, the mean and covariance, every pass
+ROWS = BASE_ROWS  # rows per chunk: the copy, the mean and covariance, every pass
 
 
 def read_block(X: np.ndarray | Rows, start: int, stop: int) -> np.ndarray:
