@@ -43,6 +43,7 @@ class HeadResult:
     grad_max: float  # max |grad f| at theta
     mem: list[Pair] = field(default_factory=list)  # curvature pairs, to continue from
     ev: Eval | None = None  # the evaluation at theta, so a continuation need not redo it
+    moved: float = float("inf")  # relative decrease of f in the last iteration (0: stalled)
 
 
 @dataclass
@@ -70,6 +71,13 @@ class HeadSpec:
     # approximate Wolfe conditions of Hager and Zhang): near the optimum of a large problem
     # the decrease the rule still needs is below float64's resolution of f; 0: never
     flat: float = 0.0
+    # relative decrease of f in the last iteration above which the gradient rule does not
+    # end the head yet (0: it always does); `moved0` is that decrease before this segment
+    settle: float = 0.0
+    moved0: float = float("inf")
+
+    def settled(self, moved: float) -> bool:
+        return self.settle == 0.0 or moved <= self.settle
 
     def gmax(self, g: torch.Tensor) -> float:
         return float(g.abs().max()) if self.grad_max is None else self.grad_max(g)
@@ -116,13 +124,13 @@ def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
     ev = spec.ev0 if spec.ev0 is not None else (yield theta)
     f, g = _objective(spec, theta, ev)
     mem = list(spec.mem0)
-    it = 0
+    it, moved = 0, spec.moved0
     while True:
         gmax = spec.gmax(g)
-        if gmax <= spec.gtol:
-            return HeadResult(theta, it, True, ev[0], gmax, mem, ev)
+        if gmax <= spec.gtol and spec.settled(moved):
+            return HeadResult(theta, it, True, ev[0], gmax, mem, ev, moved)
         if it >= spec.max_iter:
-            return HeadResult(theta, it, False, ev[0], gmax, mem, ev)
+            return HeadResult(theta, it, False, ev[0], gmax, mem, ev, moved)
         d = _direction(g, mem)
         dg = dot(d, g)
         if not dg < 0:  # not a descent direction (lost curvature): restart from -g
@@ -132,7 +140,7 @@ def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
         found = yield from _line_search(spec, theta, f, d, dg, step)
         it += 1
         if found is None:  # no decrease representable: as close as this precision gets
-            return HeadResult(theta, it, gmax <= spec.gtol, ev[0], gmax, mem, ev)
+            return HeadResult(theta, it, gmax <= spec.gtol, ev[0], gmax, mem, ev, 0.0)
         new_theta, new_f, new_g, new_ev = found
         s, y = new_theta - theta, new_g - g
         sy = dot(s, y)
@@ -141,9 +149,10 @@ def head(spec: HeadSpec) -> Generator[Point, Eval, HeadResult]:
             if len(mem) > spec.memory:
                 mem.pop(0)
         decrease = (f - new_f) / max(abs(f), abs(new_f), 1.0)
+        moved = max(f - new_f, 0.0) / max(abs(f), abs(new_f))
         theta, f, g, ev = new_theta, new_f, new_g, new_ev
         if spec.ftol > 0 and decrease <= spec.ftol:
-            return HeadResult(theta, it, True, ev[0], spec.gmax(g), mem, ev)
+            return HeadResult(theta, it, True, ev[0], spec.gmax(g), mem, ev, moved)
 
 
 def _sufficient(spec: HeadSpec, f0: float, dg0: float, step: float, f: float, slope: float):
