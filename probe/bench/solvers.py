@@ -242,8 +242,8 @@ def main(argv: list[str]) -> int:
 
 def _jsonable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keep = ("backend", "device", "seconds", "speedup", "test", "C", "gap", "vs_sklearn", "search",
-            "converged", "passes", "passes_by_kind", "iterations", "f32_share", "f64_share",
-            "why_na")  # fmt: skip
+            "objectives", "converged", "passes", "passes_by_kind", "iterations", "f32_share",
+            "f64_share", "why_na")  # fmt: skip
     return [
         {
             **{k: v for k, v in res.items() if k != "rows"},
