@@ -27,9 +27,7 @@ import torch
 from probe.core.arrays import read_rows
 from probe.core.errors import ProbeError
 from probe.core.rows import Rows
-from probe.solvers.base import ROWS as BASE_ROWS
-
-ROWS = BASE_ROWS  # rows per chunk: the copy, the mean and covariance, every pass
+from probe.solvers.base import ROWS  # rows per chunk: the copy, the mean and covariance
 
 
 def read_block(X: np.ndarray | Rows, start: int, stop: int) -> np.ndarray:

@@ -169,9 +169,9 @@ class TorchSolver(Solver):
         """The start for C from `init`, fitted at a smaller C_b. When a fit at a still smaller
         C_a is known too, the regularisation path extrapolated linearly in log C,
         theta_b + t (theta_b - theta_a) with t = log(C / C_b) / log(C_b / C_a), is taken
-        instead if its objective at C is lower (two passes): in the first round's ascending
-        C it usually lands closer to the new optimum, but overshoots where the path has
-        flattened (docs/solvers.md)."""
+        instead if its objective at C is lower (one pass evaluates both): in the first
+        round's ascending C it usually lands closer to the new optimum, but overshoots where
+        the path has flattened (docs/solvers.md)."""
         start = self._start(p, init)
         if init is None or init.C is None or init.C >= C:
             return start
