@@ -13,7 +13,9 @@ from probe.core.errors import ProbeError
 from probe.datasets.splits import stratified_holdout
 from probe.evaluations.bootstrap import paired_diff_ci, score_ci, significance
 from probe.evaluations.fewshot import check_shots, draw, fewshot
+from probe.evaluations.knn import evaluate as knn_evaluate
 from probe.evaluations.knn import knn_predict
+from probe.evaluations.outcome import Task
 from probe.solvers.sklearn import SklearnSolver
 
 
@@ -151,6 +153,57 @@ def test_fewshot_bad_values_get_one_line_errors() -> None:
         assert "\n" not in str(err.value)
 
 
+def _knn_task(rng, *, test_labels: np.ndarray | None = None) -> Task:
+    """Three clusters; train also holds 5 rows per cluster labelled as the next class. Val
+    repeats those odd rows (only k=1 gets them right); test is clean cluster points, where
+    many votes win (test alone would choose the largest k)."""
+    centres = np.eye(3, 8, dtype=np.float32) * 4 + 1
+    y_tr = np.repeat(np.arange(3), 35)
+    X_tr = centres[y_tr] + rng.normal(0, 0.5, (105, 8)).astype(np.float32)
+    odd = np.flatnonzero(np.arange(105) % 35 >= 30)
+    y_tr[odd] = (y_tr[odd] + 1) % 3
+    X_va, y_va = X_tr[odd].copy(), y_tr[odd].copy()
+    y_te = np.repeat(np.arange(3), 40) if test_labels is None else test_labels
+    X_te = centres[np.repeat(np.arange(3), 40)] + rng.normal(0, 0.5, (120, 8)).astype(np.float32)
+    return Task(train=(X_tr, y_tr), val=(X_va, y_va), test=(X_te, y_te), num_classes=3,
+                metric="top1", device="cpu", make_solver=lambda: None)  # fmt: skip
+
+
+def test_knn_chooses_k_on_val_never_on_test() -> None:
+    """The record's k is the argmax of val scores (bank = train); test labels, even
+    shuffled, cannot move it. On main `best_k` was the argmax of test scores."""
+    task = _knn_task(np.random.default_rng(0))
+    out = knn_evaluate(task, k=[1, 5, 25]).fields
+    val = {int(k): v for k, v in out["val_score_by_k"].items()}
+    test = {int(k): v for k, v in out["test_score_by_k"].items()}
+    assert out["k"] == max(val, key=lambda k: (val[k], -k)) == 1 and val[1] == 100.0
+    assert max(test, key=test.get) == 25 and test[25] > test[1]  # test would choose 25
+    assert out["score"] == test[1] and out["score_ci"][0] <= out["score"] <= out["score_ci"][1]
+    for labels in (np.random.default_rng(s).permutation(np.repeat(np.arange(3), 40))
+                   for s in range(3)):  # fmt: skip
+        again = knn_evaluate(_knn_task(np.random.default_rng(0), test_labels=labels), k=[1, 5, 25])
+        assert again.fields["k"] == 1 and again.fields["val_score_by_k"] == out["val_score_by_k"]
+
+
+def test_knn_k_larger_than_train_is_refused_for_the_val_search() -> None:
+    task = _knn_task(np.random.default_rng(0))
+    with pytest.raises(ProbeError, match="more than the 105 training images") as err:
+        knn_evaluate(task, k=[110])  # 120 bank rows at test, but only 105 in train for val
+    assert "\n" not in str(err.value)
+
+
+def test_fewshot_std_is_null_with_one_seed() -> None:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    tr, te = stratified_holdout(y, count=450, seed=0)
+    by_k = fewshot(solver=SklearnSolver(max_iter=200), train=(X[tr], y[tr]), val=(X[tr], y[tr]),
+                   test=(X[te], y[te]), num_classes=10, metric="top1", shots=[2],
+                   seeds=1)  # fmt: skip
+    assert by_k["2"]["std"] is None and len(by_k["2"]["scores"]) == 1
+
+
 def test_fewshot_on_digits_gives_every_k_and_seed() -> None:
     from sklearn.datasets import load_digits
 
@@ -184,9 +237,9 @@ def test_each_eval_writes_its_own_result(dirs) -> None:
     low, high = linear["score_ci"]
     assert low < linear["score"] < high and high - low < 6  # 450 test images
     assert linear["top5_ci"][0] <= linear["top5"] <= linear["top5_ci"][1]
-    assert set(knn["by_k"]) == {"1", "5"} and knn["best_k"] in (1, 5)
-    for entry in knn["by_k"].values():
-        assert entry["score_ci"][0] <= entry["score"] <= entry["score_ci"][1]
+    assert set(knn["test_score_by_k"]) == set(knn["val_score_by_k"]) == {"1", "5"}
+    assert knn["k"] in (1, 5) and knn["score"] == knn["test_score_by_k"][str(knn["k"])]
+    assert knn["score_ci"][0] <= knn["score"] <= knn["score_ci"][1]
     assert knn["backend"] is None and knn["temperature"] == 0.07
     assert set(few["by_k"]) == {"1", "2"} and len(few["by_k"]["2"]["scores"]) == 2
     for rec in (knn, few):  # the provenance every result carries

@@ -120,12 +120,35 @@ def test_fewshot_table_and_plot(eval_results) -> None:
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_knn_table_at_the_best_k_and_at_k20(eval_results) -> None:
+def test_knn_table_at_the_k_chosen_on_val_and_at_k20(eval_results) -> None:
     tmp, records = eval_results
     _, paths, md = make_table(table_cfg("knn", [f"results_dir={tmp / 'results'}"]))
     rec = records[("px_a", "knn")]
-    best = rec["best_k"]
+    half = (rec["score_ci"][1] - rec["score_ci"][0]) / 2
     row = md_row(md, "digits")
-    assert row[1] == f"{rec['by_k'][str(best)]['score']:.2f} (k={best})"
-    assert row[2] == f"{rec['by_k']['20']['score']:.2f}"
-    assert "px_b best k" in md and len(paths["csv"].read_text().splitlines()) == 3
+    assert row[1] == f"{rec['score']:.2f} ± {half:.2f} (k={rec['k']})"
+    assert row[2] == f"{rec['test_score_by_k']['20']:.2f}"
+    assert "px_b k chosen on val" in md and "best k" not in md
+    assert len(paths["csv"].read_text().splitlines()) == 3
+
+
+def test_knn_table_refuses_a_result_whose_k_was_chosen_on_test(eval_results, tmp_path) -> None:
+    """A k-NN result in the old format (`by_k`, `best_k` by test score) is listed as
+    unreadable with the command that remakes it, never shown as a k chosen on val."""
+    tmp, records = eval_results
+    old = {key: v for key, v in records[("px_a", "knn")].items()
+           if key not in ("k", "val_score_by_k", "test_score_by_k")}  # fmt: skip
+    old.update(by_k={"5": {"score": 99.0}}, best_k=5)
+    (tmp_path / "px_old").mkdir()
+    (tmp_path / "px_old" / "digits.knn.json").write_text(json.dumps({**old, "encoder": "px_old"}))
+    _, _, md = make_table(table_cfg("knn", [f"results_dir={tmp_path}"]))
+    assert "99.00" not in md and "encoder=px_old dataset=digits eval=knn" in md
+
+
+def test_fewshot_table_prints_no_std_for_one_seed(tmp_path) -> None:
+    base = [f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}"]
+    rec = run(compose_cfg([*base, "eval=fewshot", "eval.shots=[1]", "eval.seeds=1"]))
+    assert rec["by_k"]["1"]["std"] is None
+    _, paths, md = make_table(table_cfg("fewshot", [f"results_dir={tmp_path / 'results'}"]))
+    assert md_row(md, "pixels")[1:] == [f"{rec['by_k']['1']['mean']:.2f}"]
+    assert next(csv.DictReader(io.StringIO(paths["csv"].read_text())))["std"] == ""

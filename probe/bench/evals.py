@@ -127,7 +127,7 @@ def bench_fewshot(args: argparse.Namespace, device: str) -> dict[str, Any]:
     return {"shape": prob.shape, "shots": shots, "seeds": args.seeds,
             "seconds": round(seconds, 1), "searches": len(shots) * args.seeds,
             "mean": {k: round(v["mean"], 2) for k, v in by_k.items()},
-            "std": {k: round(v["std"], 2) for k, v in by_k.items()}}  # fmt: skip
+            "std": {k: v["std"] and round(v["std"], 2) for k, v in by_k.items()}}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:

@@ -107,7 +107,7 @@ def fewshot(
         scores = [r["score"] for r in runs]
         by_k[str(k)] = {
             "mean": float(np.mean(scores)),
-            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,  # none from one
             "scores": scores,
             "C": [r["C"] for r in runs],
             "converged": [r["converged"] for r in runs],
@@ -115,7 +115,7 @@ def fewshot(
             "n_val": [r["n_val"] for r in runs],
             "classes_short": [int(c) for c in present[counts[present] < k]],
         }
-        log.info("few-shot k=%d: %s %.2f +- %.2f over %d seeds", k, metric,
+        log.info("few-shot k=%d: %s %.2f (std %s) over %d seeds", k, metric,
                  by_k[str(k)]["mean"], by_k[str(k)]["std"], len(scores))  # fmt: skip
     return by_k
 

@@ -1,7 +1,10 @@
 """The weighted k-NN probe (dinov2's protocol): cosine neighbours vote with exp(sim / T).
 
-Features are L2-normalised; the bank is train + val (the rows the final linear fit uses), the
-queries are test. Each query's `max(k)` most similar bank rows are found once; for every k
+Features are L2-normalised. k is chosen as the linear probe chooses C, never on test: among
+`eval.k`, the best score on the protocol's val split with the train split as the bank (ties:
+the smaller k). The reported score is then the test score at that k with the bank train + val
+(the rows the final linear fit uses), and its interval treats k as fixed, which it is with
+respect to test. Each query's `max(k)` most similar bank rows are found once; for every k
 the first k of them vote for their class with weight `exp(similarity / T)` and the class with
 the largest summed weight wins (ties: the lowest class index, as argmax takes it). dinov2's
 `KnnModule` takes a softmax over the top similarities divided by T, the same weights up to a
@@ -143,19 +146,30 @@ def evaluate(
     query_chunk: int = QUERY_CHUNK,
     bank_chunk: int = BANK_CHUNK,
 ) -> Outcome:
-    """`eval=knn`: test against train + val, a score with its interval per k."""
+    """`eval=knn`: k chosen on val (bank = train), then test at that k (bank = train + val)."""
+    opts = {"temperature": temperature, "num_classes": task.num_classes, "device": task.device,
+            "query_chunk": query_chunk, "bank_chunk": bank_chunk}  # fmt: skip
+    ks = check_ks(k, len(task.train[1]))
+    on_val = knn_predict(queries=task.val[0], bank=[task.train[0]], bank_labels=task.train[1],
+                         ks=ks, **opts)  # fmt: skip
+    val_by_k = {kk: score(p, task.val[1], task.metric) for kk, p in on_val.items()}
+    chosen = max(ks, key=lambda kk: (val_by_k[kk], -kk))  # ties: the smaller k
     labels = np.concatenate([task.train[1], task.val[1]])
-    preds = knn_predict(queries=task.test[0], bank=[task.train[0], task.val[0]],
-                        bank_labels=labels, ks=k, temperature=temperature,
-                        num_classes=task.num_classes, device=task.device,
-                        query_chunk=query_chunk, bank_chunk=bank_chunk)  # fmt: skip
+    on_test = knn_predict(queries=task.test[0], bank=[task.train[0], task.val[0]],
+                          bank_labels=labels, ks=ks, **opts)  # fmt: skip
     y = task.test[1]
-    by_k = {
-        str(kk): {"score": score(p, y, task.metric),
-                  "score_ci": score_ci(p == y, y, metric=task.metric, **task.bootstrap)}
-        for kk, p in preds.items()
-    }  # fmt: skip
-    best = max(preds, key=lambda kk: (by_k[str(kk)]["score"], -kk))
-    fields = {"by_k": by_k, "best_k": int(best), "temperature": float(temperature),
-              "n_bank": len(labels)}  # fmt: skip
+    log.info("k-NN: k=%d chosen on val (%s %.2f); test %.2f", chosen, task.metric,
+             val_by_k[chosen], score(on_test[chosen], y, task.metric))  # fmt: skip
+    fields = {
+        "score": score(on_test[chosen], y, task.metric),
+        "score_ci": score_ci(on_test[chosen] == y, y, metric=task.metric, **task.bootstrap),
+        "k": int(chosen),
+        "val_score_by_k": {str(kk): v for kk, v in val_by_k.items()},
+        # every k's test score, for curves; none of them chose anything
+        "test_score_by_k": {str(kk): score(p, y, task.metric) for kk, p in on_test.items()},
+        "temperature": float(temperature),
+        "n_bank": len(labels),
+        "selection": "k with the best val score (bank = train, queries = val; ties: the "
+        "smaller k); test at that k with bank = train + val",
+    }
     return Outcome(eval=name, fields=fields)

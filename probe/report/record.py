@@ -25,7 +25,7 @@ REQUIRED_FIELDS = (
 REQUIRED_BY_EVAL = {
     LINEAR: ("score", "score_ci", "top5", "head", "C", "search", "backend"),
     "fewshot": ("by_k", "backend"),
-    "knn": ("by_k", "temperature"),
+    "knn": ("score", "score_ci", "k", "val_score_by_k", "test_score_by_k", "temperature"),
 }
 
 

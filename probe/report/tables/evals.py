@@ -4,8 +4,11 @@
 writes, per dataset, the mean and std over seeds for every shot count (md, csv) and a plot of
 score against k on a log axis, one line per encoder with a band of one std (png).
 `python -m probe.table table=knn` reads every `{encoder}/{dataset}.knn.json` and writes
-datasets x encoders at the best k and at a fixed k (20 by default) (md, csv). Which datasets
-and encoders appear: the table config's lists, else every one found.
+datasets x encoders: the test score at the k chosen on val (with its interval) and at a fixed
+k (20 by default) (md, csv). A k-NN result made before k was chosen on val (its `best_k` was
+the argmax of test scores) is refused, with the command that remakes it. With one seed a
+few-shot std is null and printed without `±`. Which datasets and encoders appear: the table
+config's lists, else every one found.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ from matplotlib.figure import Figure
 from probe.report.tables.data import NOT_RESULTS
 
 log = logging.getLogger(__name__)
+# the per-k field of each evaluation's record
+PER_K = {"fewshot": "by_k", "knn": "test_score_by_k"}
+
+
+def _remake(kind: str, path: Path) -> str:
+    if kind != "knn":
+        return ""
+    return (f"; k-NN results older than the choice of k on val have no test_score_by_k: rerun "
+            f"python -m probe encoder={path.parent.name} dataset={path.name.split('.')[0]} "
+            "eval=knn")  # fmt: skip
 
 
 @dataclass
@@ -53,9 +66,9 @@ def scan(results_dirs: list[str | Path], kind: str) -> tuple[dict, list[str]]:
             try:
                 rec = json.loads(path.read_text())
                 key = (str(rec["encoder"]), str(rec["dataset"]))
-                rec["by_k"] = dict(rec["by_k"])
+                rec[PER_K[kind]] = dict(rec[PER_K[kind]])
             except (OSError, ValueError, KeyError, TypeError) as err:
-                bad.append(f"{path}: not a {kind} result ({err})")
+                bad.append(f"{path}: not a {kind} result ({err}){_remake(kind, path)}")
                 continue
             if rec.get("eval") == kind:
                 found[key] = {**rec, "path": str(path)}
@@ -90,33 +103,43 @@ def _fewshot_md(t: EvalTable) -> list[str]:
             cells = [rec["by_k"].get(str(k)) for k in shots]
             lines.append(
                 f"| {t.label(enc)} | "
-                + " | ".join(
-                    "-" if c is None else f"{c['mean']:.2f} ± {c['std']:.2f}" for c in cells
-                )
+                + " | ".join("-" if c is None else _mean_std(c) for c in cells)
                 + " |"
             )
     return lines
 
 
+def _mean_std(cell: dict[str, Any]) -> str:
+    """`mean ± std` over seeds; the mean alone where there is no std (one seed)."""
+    std = cell.get("std")
+    return f"{cell['mean']:.2f}" if std is None else f"{cell['mean']:.2f} ± {std:.2f}"
+
+
 def _knn_md(t: EvalTable) -> list[str]:
-    head = ["Dataset"] + [f"{t.label(e)} {w}" for e in t.encoders for w in ("best k", f"k={t.k}")]
+    head = ["Dataset"] + [f"{t.label(e)} {w}" for e in t.encoders
+                          for w in ("k chosen on val", f"k={t.k}")]  # fmt: skip
     lines = ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for ds in t.datasets:
         row = [t.label(ds)]
         for enc in t.encoders:
-            best, fixed = _knn_cells(t.results.get((enc, ds)), t.k)
-            row += [f"{best[1]:.2f} (k={best[0]})" if best else "-",
+            rec = t.results.get((enc, ds))
+            fixed = _knn_fixed(rec, t.k)
+            row += [_knn_chosen(rec) if rec else "-",
                     f"{fixed:.2f}" if fixed is not None else "-"]  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
-    return lines
+    return lines + ["", "k is chosen on the val split (bank = train); the score is the test "
+                    "score at that k (bank = train + val), ± half its interval."]  # fmt: skip
 
 
-def _knn_cells(rec: dict | None, k: int) -> tuple[tuple[int, float] | None, float | None]:
-    if rec is None:
-        return None, None
-    scores = {int(kk): float(v["score"]) for kk, v in rec["by_k"].items()}
-    best = max(scores, key=lambda kk: (scores[kk], -kk))
-    return (best, scores[best]), scores.get(k)
+def _knn_chosen(rec: dict[str, Any]) -> str:
+    low, high = rec["score_ci"]
+    return f"{rec['score']:.2f} ± {(high - low) / 2:.2f} (k={rec['k']})"
+
+
+def _knn_fixed(rec: dict | None, k: int) -> float | None:
+    if rec is None or str(k) not in rec["test_score_by_k"]:
+        return None
+    return float(rec["test_score_by_k"][str(k)])
 
 
 def to_markdown(t: EvalTable) -> str:
@@ -136,13 +159,16 @@ def to_csv(t: EvalTable) -> str:
         w.writerow(["dataset", "encoder", "k", "mean", "std", "seeds", "scores"])
         for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             for k, v in sorted(rec["by_k"].items(), key=lambda kv: int(kv[0])):
-                w.writerow([ds, enc, k, f"{v['mean']:.2f}", f"{v['std']:.2f}", len(v["scores"]),
+                std = "" if v.get("std") is None else f"{v['std']:.2f}"
+                w.writerow([ds, enc, k, f"{v['mean']:.2f}", std, len(v["scores"]),
                             ";".join(f"{s:.2f}" for s in v["scores"])])  # fmt: skip
         return buf.getvalue()
-    w.writerow(["dataset", "encoder", "best_k", "best_score", f"k{t.k}_score", "temperature"])
+    w.writerow(["dataset", "encoder", "k", "score", "low", "high", f"k{t.k}_score",
+                "temperature"])  # fmt: skip
     for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        best, fixed = _knn_cells(rec, t.k)
-        w.writerow([ds, enc, best[0], f"{best[1]:.2f}",
+        fixed = _knn_fixed(rec, t.k)
+        low, high = rec["score_ci"]
+        w.writerow([ds, enc, rec["k"], f"{rec['score']:.2f}", f"{low:.2f}", f"{high:.2f}",
                     "" if fixed is None else f"{fixed:.2f}", rec.get("temperature")])  # fmt: skip
     return buf.getvalue()
 
@@ -162,7 +188,7 @@ def fewshot_png(t: EvalTable, *, dpi: int = 150) -> bytes:
                 continue
             ks = sorted(int(k) for k in rec["by_k"])
             mean = [rec["by_k"][str(k)]["mean"] for k in ks]
-            std = [rec["by_k"][str(k)]["std"] for k in ks]
+            std = [rec["by_k"][str(k)]["std"] or 0.0 for k in ks]  # null with one seed
             ax.plot(ks, mean, marker="o", color=f"C{j}", label=t.label(enc))
             ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)],
                             [m + s for m, s in zip(mean, std, strict=True)], color=f"C{j}",
