@@ -1,4 +1,4 @@
-"""`python -m probe.bench solvers|extract|evals|precomputed|memory [...]`: run one benchmark."""
+"""`python -m probe.bench solvers|extract|evals|precomputed|memory|intervals [...]`: run one benchmark."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ BENCHES = {
     "evals": "probe.bench.evals",
     "precomputed": "probe.bench.precomputed",
     "memory": "probe.bench.memory",
+    "intervals": "probe.bench.intervals",
 }
 
 

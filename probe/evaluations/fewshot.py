@@ -12,6 +12,10 @@ disjoint from train and test, drawn the same way with its own seed. The validati
 thus the training budget, as a few-shot user would have it. There is no refit: the head
 scored on test is the k-shot fit at the chosen C (a refit on train + val would double the
 shots).
+
+Each k's `mean` over seeds comes with `score_ci`, its interval over test images with the
+draws held fixed (`bootstrap.mean_score_ci`: how far the same heads could score on another
+test set), and `std`, the spread over draws (null with one seed: there is none to measure).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from probe.core.errors import ProbeError
+from probe.evaluations.bootstrap import mean_score_ci
 from probe.evaluations.linear import search
 from probe.evaluations.metrics import score
 from probe.evaluations.outcome import Outcome, Task
@@ -66,6 +71,7 @@ def _one(
     fit = found.fits[found.best_index]
     pred = solver.predict(fit, test[0])
     return {
+        "correct": pred == test[1],
         "score": score(pred, test[1], task["metric"]),
         "C": found.best_C,
         "converged": bool(fit.converged),
@@ -84,8 +90,10 @@ def fewshot(
     metric: str,
     shots: Sequence[int],
     seeds: int,
+    bootstrap: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """`by_k`: for each k (a string key) mean, std and the per-seed scores, C and sizes."""
+    """`by_k`: for each k (a string key) mean, its interval, std and the per-seed scores, C
+    and sizes. `bootstrap`: `mean_score_ci`'s resamples, level and seed."""
     shots = check_shots(shots, seeds, train[1])
     counts = np.bincount(train[1], minlength=num_classes)
     present = np.flatnonzero(counts)
@@ -107,6 +115,9 @@ def fewshot(
         scores = [r["score"] for r in runs]
         by_k[str(k)] = {
             "mean": float(np.mean(scores)),
+            "score_ci": mean_score_ci(
+                np.stack([r["correct"] for r in runs]), test[1], metric=metric, **(bootstrap or {})
+            ),  # fmt: skip
             "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,  # none from one
             "scores": scores,
             "C": [r["C"] for r in runs],
@@ -127,7 +138,7 @@ def evaluate(
     solver = task.make_solver()
     by_k = fewshot(solver=solver, train=task.train, val=task.val, test=task.test,
                    num_classes=task.num_classes, metric=task.metric, shots=shots,
-                   seeds=seeds)  # fmt: skip
+                   seeds=seeds, bootstrap=task.bootstrap)  # fmt: skip
     fields = {
         "by_k": by_k,
         "shots": [int(k) for k in by_k],

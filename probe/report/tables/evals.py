@@ -109,6 +109,10 @@ def _fewshot_md(t: EvalTable) -> list[str]:
     return lines
 
 
+def _num(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value:.2f}"
+
+
 def _mean_std(cell: dict[str, Any]) -> str:
     """`mean ± std` over seeds; the mean alone where there is no std (one seed)."""
     std = cell.get("std")
@@ -156,12 +160,14 @@ def to_csv(t: EvalTable) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if t.kind == "fewshot":
-        w.writerow(["dataset", "encoder", "k", "mean", "std", "seeds", "scores"])
+        w.writerow(["dataset", "encoder", "k", "mean", "low", "high", "std", "seeds", "scores"])
         for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             for k, v in sorted(rec["by_k"].items(), key=lambda kv: int(kv[0])):
                 std = "" if v.get("std") is None else f"{v['std']:.2f}"
-                w.writerow([ds, enc, k, f"{v['mean']:.2f}", std, len(v["scores"]),
-                            ";".join(f"{s:.2f}" for s in v["scores"])])  # fmt: skip
+                low, high = v.get("score_ci") or ("", "")
+                scores = ";".join(f"{s:.2f}" for s in v["scores"])
+                w.writerow([ds, enc, k, f"{v['mean']:.2f}", _num(low), _num(high), std,
+                            len(v["scores"]), scores])  # fmt: skip
         return buf.getvalue()
     w.writerow(["dataset", "encoder", "k", "score", "low", "high", f"k{t.k}_score",
                 "temperature"])  # fmt: skip
