@@ -145,6 +145,41 @@ def test_one_openai_clip_state_dict_gives_one_tensor_per_kind_in_every_family(tm
     assert {k: f"{d:.1e}" for k, d in diffs.items() if d > TOL} == {}, "differs from hf"
 
 
+def age(cache: Path) -> dict[str, Path]:
+    """Every finished entry as the code before issue 23 wrote it: its fingerprint without the
+    kind's definition number, in the directory that fingerprint names. `kind/split` -> path."""
+    from probe.features.cache import digest
+
+    out = {}
+    for meta_path in sorted(cache.rglob("meta.json")):
+        meta = json.loads(meta_path.read_text())
+        fp = meta["fingerprint"]
+        fp["encoder"].pop("feature_definition", None)
+        meta_path.write_text(json.dumps(meta))
+        entry = meta_path.parent
+        old = entry.rename(entry.with_name(f"{fp['split']}-{digest(fp)[:16]}"))
+        out[f"{fp['encoder']['feature']}/{fp['split']}"] = old
+    return out
+
+
+def test_entries_of_the_old_token_kinds_are_never_reused(tiny, dirs) -> None:
+    """A `cls` entry extracted when `cls` of CLIP was the token before `post_layernorm` is not
+    found for today's `cls`; the `pooler_output` entry of the same pass still is."""
+    from probe.core.errors import ProbeError
+    from probe.features.stage import cache_entries
+    from probe.run import run
+
+    base = [*dirs, "encoder=hf", f"encoder.model={tiny['clip_vision_model']}"]
+    run(compose_cfg([*base, "stage=extract", "encoder.features=[pooler_output,cls]"]))
+    old = age(Path(compose_cfg(base).cache_dir))
+    assert sorted(old) == ["cls/test", "cls/train", "pooler_output/test", "pooler_output/train"]
+    cfg = compose_cfg(base)
+    for split, entry in cache_entries(cfg, ["train", "test"], "float32").items():
+        assert entry.path == old[f"pooler_output/{split}"] and not entry.problems()
+    with pytest.raises(ProbeError, match="stage=probe needs cached features"):
+        run(compose_cfg([*base, "stage=probe", "encoder.feature=cls"]))
+
+
 def open_clip_encoder(path: Path, *overrides: str):
     cfg = compose_cfg(["encoder=dfn5b_h14", f"encoder.model={path}", f"encoder.resolution={RES}",
                        "encoder.width=null", *overrides])  # fmt: skip

@@ -45,6 +45,13 @@ NEED_CLS = frozenset({"cls", "cls+mean", "last4"})
 NEED_TOKENS = frozenset({"cls", "mean", "cls+mean", "last4"})
 NEED_FINAL = frozenset({"cls", "mean", "cls+mean"})  # the kinds read from the final tokens
 LAST_BLOCKS = 4
+# Each kind's definition, by number; it is in the feature cache's fingerprint
+# (probe/features/cache.py), so an entry extracted under an older definition is never reused.
+# 2 (issue 23): the token kinds are read after the model's final norm in every family; under 1,
+# hf CLIP/MLCD and open_clip gave `cls`/`mean` before it and timm's fc_norm models gave every
+# token kind without it. `pooler_output` never changed: it has no number, so its entries keep
+# their fingerprint.
+DEFINITIONS = {"cls": 2, "mean": 2, "cls+mean": 2, "last4": 2}
 
 
 def requested(feature: str, features: Sequence[str] | None) -> tuple[str, ...]:
