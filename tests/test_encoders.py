@@ -124,14 +124,17 @@ def test_cls_and_mean_features(model_type: str, tiny) -> None:
     path = tiny[model_type]
     pixels = torch.tensor(np.stack([openai_reference(p, RES) for p in sample_photos()])).float()
     cls = tf.MLCDVisionModel if model_type == "mlcd_vision_model" else tf.CLIPVisionModel
+    net = cls.from_pretrained(path).eval()
     with torch.no_grad():
-        out = cls.from_pretrained(path).eval()(pixel_values=pixels)
-    hidden = out.last_hidden_state
-    for feature, want in [("cls", hidden[:, 0]), ("mean", hidden[:, 1:].mean(1))]:
+        out = net(pixel_values=pixels)
+        raw, hidden = out.last_hidden_state, net.post_layernorm(out.last_hidden_state)
+    assert (hidden[:, 0] - out.pooler_output).abs().max().item() <= TOL  # the normed CLS
+    for feature, want, before in [("cls", hidden[:, 0], raw[:, 0]),
+                                  ("mean", hidden[:, 1:].mean(1), raw[:, 1:].mean(1))]:  # fmt: skip
         encoder, _ = build("hf", path, f"encoder.feature={feature}")
         got = encoder.embed(pixels)
         assert (got - want).abs().max().item() <= TOL
-        assert (got - out.pooler_output).abs().max().item() > 1e-3  # not the normed CLS
+        assert (got - before).abs().max().item() > 1e-3  # not the tokens before post_layernorm
 
 
 def test_siglip_has_no_cls_token(tiny) -> None:
@@ -158,7 +161,7 @@ def test_open_clip_feature_is_before_the_projection(tiny) -> None:
     with torch.no_grad():
         assert (pooled @ model.visual.proj - model.encode_image(pixels)).abs().max() <= TOL
         cls, _ = build("dfn5b_h14", path, f"encoder.resolution={RES}", "encoder.feature=cls")
-        assert (model.visual.ln_post(cls.embed(pixels)) - pooled).abs().max() <= TOL
+        assert (cls.embed(pixels) - pooled).abs().max() <= TOL  # ln_post of the CLS token
     assert build("dfn5b_h14", path, f"encoder.resolution={RES}", "encoder.feature=mean")[0]
 
 

@@ -33,7 +33,8 @@ def build(model: Path, *extra: str):
 
 
 def hf_reference(model_type: str, path: Path, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every kind from transformers' own outputs (`output_hidden_states`, not our hooks)."""
+    """Every kind from transformers' own outputs (`output_hidden_states`, not our hooks): the
+    token kinds after the final norm, which CLIP and MLCD apply to the pooled CLS only."""
     import transformers as tf
 
     cls = {
@@ -47,6 +48,8 @@ def hf_reference(model_type: str, path: Path, x: torch.Tensor) -> dict[str, torc
     with torch.no_grad():
         out = net(pixel_values=x, output_hidden_states=True)
         hidden, prefix = out.last_hidden_state, int(model_type != "siglip_vision_model")
+        if model_type in ("clip_vision_model", "mlcd_vision_model"):
+            hidden = norm(hidden)
         mean = hidden[:, prefix:].mean(1)
         want = {"pooler_output": out.pooler_output, "mean": mean}
         if prefix:
@@ -112,7 +115,7 @@ def test_open_clip_kinds_equal_forward_intermediates(tiny) -> None:
     with torch.no_grad():
         out = visual.forward_intermediates(x, indices=4, normalize_intermediates=True,
                                            output_fmt="NLC", output_extra_tokens=True)  # fmt: skip
-        tokens = visual.transformer(visual._embeds(x))
+        tokens = visual.ln_post(visual.transformer(visual._embeds(x)))
     classes = [p[:, 0] for p in out["image_intermediates_prefix"]]
     want = {"pooler_output": out["image_features"], "cls": tokens[:, 0],
             "mean": tokens[:, 1:].mean(1),

@@ -23,6 +23,7 @@ from probe.run import run
 TOL = 1e-5
 OVERLAY = "++encoder.pretrained_cfg_overlay={input_size:[3,32,32]}"
 REG_ARCH = "vit_small_patch14_reg4_dinov2.lvd142m"  # 4 register tokens: 5 prefix tokens
+FC_NORM_ARCH = "vit_small_patch16_224.augreg_in21k_ft_in1k"  # built with global_pool=avg
 CNN_ARCH, CNN_KWARGS = "convnext_atto", {"dims": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}
 
 
@@ -95,6 +96,34 @@ def test_timm_kinds_equal_timm_outputs(timm_dir: Path) -> None:
     for kind, value in want.items():
         assert (got[kind] - value).abs().max().item() <= TOL, kind
     assert got["last4"].shape == (2, 160)
+
+
+def test_fc_norm_model_applies_fc_norm_to_every_token(timm_dir: Path) -> None:
+    """With `global_pool='avg'` timm's ViT has no `norm` (an Identity) and puts `fc_norm` after
+    pooling (timm 1.0.31 vision_transformer.py lines 839, 918, 941, 1339-1340): the token kinds
+    take `fc_norm` of every token, so `mean` is not `pooler_output` (norm, then mean)."""
+    kwargs = {**TIMM_KWARGS, "global_pool": "avg"}
+    net = timm_model(FC_NORM_ARCH, timm_checkpoint(timm_dir, FC_NORM_ARCH, kwargs), kwargs)
+    assert isinstance(net.norm, torch.nn.Identity) and isinstance(net.fc_norm, torch.nn.LayerNorm)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    outputs: list[torch.Tensor] = []
+    for block in net.blocks[-4:]:
+        block.register_forward_hook(lambda _m, _a, out: outputs.append(net.fc_norm(out)))
+    with torch.no_grad():
+        raw = net.forward_features(x)
+        tokens = net.fc_norm(raw)
+        want = {
+            "pooler_output": net.forward_head(raw, pre_logits=True),
+            "cls": tokens[:, 0],
+            "mean": tokens[:, 1:].mean(1),
+            "last4": torch.cat([*(o[:, 0] for o in outputs), outputs[-1][:, 1:].mean(1)], 1),
+        }
+    encoder = build(*timm_args(timm_dir, FC_NORM_ARCH, kwargs), "encoder.resolution=32",
+                    f"encoder.features=[{','.join(want)}]")  # fmt: skip
+    got = encoder.embed_kinds(x)
+    for kind, value in want.items():
+        assert (got[kind] - value).abs().max().item() <= TOL, kind
+    assert (got["mean"] - got["pooler_output"]).abs().max().item() > 1e-3
 
 
 def test_cnn_gives_only_pooler_output(timm_dir: Path) -> None:

@@ -3,7 +3,8 @@
 The protocol's feature is `pooler_output`: the LayerNorm'd CLS token before any projection
 for CLIP/MLCD and DINOv2, the attention-pool head for SigLIP (and SigLIP 2's fixed-resolution
 checkpoints, which are `siglip` checkpoints). The other kinds (`probe/encoders/kinds.py`)
-come from the same forward pass. From a full two-tower checkpoint only the
+come from the same forward pass, after the model's final norm (`NORM_AFTER_OUTPUT`,
+`NORMED_OUTPUT`). From a full two-tower checkpoint only the
 vision tower is loaded, so the text tower never costs memory. Weights are always loaded in
 float32 (transformers 5 would otherwise keep a checkpoint's stored dtype); reduced precision
 comes from autocast in `Encoder.embed`, so `encoder.dtype` alone decides the compute dtype.
@@ -41,6 +42,19 @@ ANY_RESOLUTION = ("mlcd_vision_model",)
 INTERPOLATED = ("dinov2", "dinov2_with_registers")
 # Where the final norm and the block list live in transformers' vision models.
 FINAL_NORMS = ("layernorm", "post_layernorm")
+# Where the final norm sits (read in transformers 5.24.0). Here `last_hidden_state` is the last
+# block's output and `post_layernorm` is applied to the pooled CLS alone
+# (models/clip/modeling_clip.py lines 639-641, models/mlcd/modeling_mlcd.py lines 542-544):
+# the family applies it to every token, as the token kinds' definition asks.
+NORM_AFTER_OUTPUT = ("clip", "clip_vision_model", "mlcd_vision_model")
+# Here `last_hidden_state` is already after it: `layernorm` over the whole sequence
+# (models/dinov2/modeling_dinov2.py line 415, models/dinov2_with_registers/
+# modeling_dinov2_with_registers.py line 422), `post_layernorm` over every token before the
+# attention-pool head (models/siglip/modeling_siglip.py lines 610-613), ViT's `layernorm`
+# (models/vit/modeling_vit.py line 384). Other model types give `pooler_output` only: the token
+# kinds need to know where their final norm sits.
+NORMED_OUTPUT = ("dinov2", "dinov2_with_registers", "siglip", "siglip_vision_model", "vit")
+UNPLACED = ", a model type whose final norm hf.py does not place; token kinds need it"
 BLOCK_LISTS = ("encoder.layers", "encoder.layer")
 
 
@@ -133,11 +147,11 @@ def _quiet_transformers(quiet: bool) -> Iterator[None]:
 class HFForward:
     """Batch -> features by kind from one call of a transformers vision model.
 
-    `cls` is the first token of `last_hidden_state` (before the final norm for CLIP and MLCD,
-    after it for DINOv2); `mean` averages the patch tokens (every token where the model has no
-    CLS token). `last4` reads the outputs of the last four blocks through forward hooks (the
-    same tensors `output_hidden_states` would hold, without keeping every layer's) and applies
-    the model's final norm to them, as dinov2's `get_intermediate_layers(norm=True)` does.
+    The token kinds read `last_hidden_state` after the final norm: `norm_tokens` (CLIP, MLCD)
+    applies it here to every token, else the model has. `last4` reads the outputs of the last
+    four blocks through forward hooks (the tensors `output_hidden_states` would hold, without
+    keeping every layer's) and applies the final norm to them, as dinov2's
+    `get_intermediate_layers(norm=True)` does.
     """
 
     def __init__(
@@ -148,11 +162,13 @@ class HFForward:
         prefix: int = 1,
         final_norm: Any = None,
         blocks: Any = None,
+        norm_tokens: bool = False,
     ) -> None:
         self.net = net
         self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         self.prefix = prefix
         self.final_norm = final_norm
+        self.norm_tokens = norm_tokens and bool(K.NEED_FINAL & set(self.kinds))
         self._blocks: list[torch.Tensor] = []
         if "last4" in self.kinds:
             for block in list(blocks)[-K.LAST_BLOCKS :]:
@@ -168,9 +184,9 @@ class HFForward:
             raise ProbeError("this model has no pooler_output; set encoder.feature=cls or mean")
         blocks = [self.final_norm(b) for b in self._blocks] if "last4" in self.kinds else []
         self._blocks.clear()
-        pooled = getattr(out, "pooler_output", None)
-        tokens = K.Tokens(pooled=pooled, final=out.last_hidden_state, prefix=self.prefix,
-                          blocks=blocks)  # fmt: skip
+        pooled, final = getattr(out, "pooler_output", None), out.last_hidden_state
+        final = self.final_norm(final) if self.norm_tokens else final
+        tokens = K.Tokens(pooled=pooled, final=final, prefix=self.prefix, blocks=blocks)
         feats = K.select(self.kinds, tokens)
         return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
 
@@ -243,8 +259,10 @@ def build(
     has_cls = config.model_type not in NO_CLS_TOKEN
     K.check_width(width, getattr(getattr(config, "vision_config", config), "hidden_size", None),
                   model=model)  # fmt: skip
-    described = f"{model!r} ({config.model_type}{'' if has_cls else ', no CLS token'})"
-    K.check_available(kinds, K.available(has_tokens=True, has_cls=has_cls, has_blocks=True),
+    placed = config.model_type in NORM_AFTER_OUTPUT + NORMED_OUTPUT
+    note = ("" if has_cls else ", no CLS token") + ("" if placed else UNPLACED)
+    described = f"{model!r} ({config.model_type}{note})"
+    K.check_available(kinds, K.available(has_tokens=placed, has_cls=has_cls, has_blocks=True),
                       model=described)  # fmt: skip
     check_resolution(model, config, resolution)
     net = load_model(model, config, revision=revision, trust_remote_code=trust_remote_code)
@@ -255,9 +273,11 @@ def build(
     if preprocess is None:
         preprocess = _checkpoint_preprocess(model, revision)
     prefix = 1 + int(getattr(net.config, "num_register_tokens", 0) or 0) if has_cls else 0
+    forward = HFForward(net.to(device), kinds, prefix=prefix, final_norm=norm, blocks=blocks,
+                        norm_tokens=config.model_type in NORM_AFTER_OUTPUT)  # fmt: skip
     return Encoder(
         transform=build_transform(**dict(preprocess)),
-        forward=HFForward(net.to(device), kinds, prefix=prefix, final_norm=norm, blocks=blocks),
+        forward=forward,
         device=device,
         dtype=dtype,
         feature_dim=getattr(net.config, "hidden_size", None),

@@ -1,15 +1,30 @@
 """Feature kinds: which vector of a ViT-like encoder is probed, several from one forward pass.
 
+One tag, one tensor: the token kinds mean the same thing in every family, the tokens after the
+model's final norm, as dinov2 defines them (facebookresearch/dinov2
+`dinov2/models/vision_transformer.py`: `forward_features` returns `x_norm_clstoken` and
+`x_norm_patchtokens`, the class and patch tokens of `self.norm(x)`, and
+`get_intermediate_layers(norm=True)` applies `self.norm` to each block output). So the same
+weights give the same `@cls` through hf, open_clip and timm (`tests/test_one_tag.py`).
+
     pooler_output  the family's default pre-logits feature (hf: `pooler_output`; open_clip: the
                    pooled output with the projection removed; timm: `forward_head(pre_logits=True)`)
-    cls            the class token of the family's last token sequence
-    mean           the mean of its patch tokens (prefix tokens: class and registers excluded)
+    cls            the class token after the final norm
+    mean           the mean of the patch tokens after the final norm (prefix tokens: class and
+                   registers excluded; every token of a model without a class token)
     cls+mean       cls and mean concatenated
     last4          dinov2's linear-eval feature: the class tokens of the last four blocks and the
                    mean patch token of the last block, each after the final norm, concatenated
                    (facebookresearch/dinov2 `eval/linear.py` `create_linear_input` with
                    `use_n_blocks=4, use_avgpool=True` on `get_intermediate_layers(x, 4,
                    return_class_token=True, norm=True)`)
+
+The final norm is the norm the model applies last to its tokens, applied to every token, before
+any token is picked or averaged. Where the model's only final norm comes after pooling (timm's
+`fc_norm` models, open_clip's `final_ln_after_pool`), that norm is applied to every token, as
+open_clip's own `forward_intermediates(normalize_intermediates=True)` does. Where a model has
+no final norm at all (timm `final_norm=False`), the tokens are the last block's. Each family's
+docstring says which module that is and cites the library source it was read from.
 
 A family's forward fills a `Tokens` once per batch with what the requested kinds need and
 `select` cuts every kind from it, so `encoder.features=[a, b]` costs one backbone pass.
@@ -28,7 +43,15 @@ KINDS = ("pooler_output", "cls", "mean", "cls+mean", "last4")
 DEFAULT = "pooler_output"
 NEED_CLS = frozenset({"cls", "cls+mean", "last4"})
 NEED_TOKENS = frozenset({"cls", "mean", "cls+mean", "last4"})
+NEED_FINAL = frozenset({"cls", "mean", "cls+mean"})  # the kinds read from the final tokens
 LAST_BLOCKS = 4
+# Each kind's definition, by number; it is in the feature cache's fingerprint
+# (probe/features/cache.py), so an entry extracted under an older definition is never reused.
+# 2 (issue 23): the token kinds are read after the model's final norm in every family; under 1,
+# hf CLIP/MLCD and open_clip gave `cls`/`mean` before it and timm's fc_norm models gave every
+# token kind without it. `pooler_output` never changed: it has no number, so its entries keep
+# their fingerprint.
+DEFINITIONS = {"cls": 2, "mean": 2, "cls+mean": 2, "last4": 2}
 
 
 def requested(feature: str, features: Sequence[str] | None) -> tuple[str, ...]:
@@ -71,9 +94,10 @@ def available(*, has_tokens: bool, has_cls: bool, has_blocks: bool) -> tuple[str
 class Tokens:
     """One batch's outputs, as the kinds read them.
 
-    `final` is the token sequence `cls` and `mean` take (the family's own last output, e.g.
-    `last_hidden_state`); `prefix` counts its leading non-patch tokens; `blocks` are the last
-    four blocks' outputs after the final norm (filled only when `last4` is asked for).
+    `final` is the token sequence `cls` and `mean` take, after the model's final norm (the
+    family applies the norm where the library's own output precedes it); `prefix` counts its
+    leading non-patch tokens; `blocks` are the last four blocks' outputs after the same norm
+    (filled only when `last4` is asked for).
     """
 
     pooled: torch.Tensor | None = None

@@ -4,10 +4,16 @@ The protocol's feature (`pooler_output`) is the tower's pooled output with the p
 removed: for a CLS-pooled ViT, `ln_post` of the CLS token, i.e. the same point as CLIP's
 `pooler_output`. Only the vision tower is kept. A hub id is fetched at `encoder.revision`
 into the Hugging Face cache and opened as an open_clip `local-dir:` checkpoint, so a paper
-run can pin a commit (open_clip's own `hf-hub:` loader always takes the newest one). `cls` and
-`mean` read the transformer's output tokens before `ln_post`; `last4` takes the last four
-blocks' tokens after `ln_post`, as open_clip's own `forward_intermediates(
-normalize_intermediates=True)` does.
+run can pin a commit (open_clip's own `hf-hub:` loader always takes the newest one).
+
+The token kinds read the transformer's output tokens after `ln_post`, the final norm, applied to
+every token; `last4` applies it to the last four blocks' tokens. That is where open_clip 3.3.0
+puts it (`open_clip/transformer.py` `VisionTransformer._pool`, lines 800-823): over every token
+before pooling by default (line 820), after pooling with `final_ln_after_pool` (line 818, the
+CLIPA towers); in both cases the token kinds take `ln_post` of every token, as open_clip's own
+`forward_intermediates(normalize_intermediates=True)` does for the blocks (lines 860-862). A
+tower with an attention pooler (`attn_pool`, lines 801-815; CoCa) gives `pooler_output` only:
+there `ln_post` has the pooler's output width and follows the pooler (lines 813-814).
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ def preprocess_from_open_clip(visual: Any) -> dict[str, Any]:
 
 
 class OpenCLIPForward:
-    """Batch -> features by kind from one pass of an open_clip ViT (projection removed)."""
+    """Batch -> features by kind from one pass of an open_clip ViT (projection removed); the
+    token kinds after `ln_post`, the pooled output as the tower's own `_pool` makes it."""
 
     def __init__(self, visual: torch.nn.Module, kinds: tuple[str, ...]) -> None:
         self.visual = visual
@@ -126,7 +133,8 @@ class OpenCLIPForward:
         else:
             x = visual.transformer(x)
         pooled = visual._pool(x)[0] if "pooler_output" in self.kinds else None
-        feats = K.select(self.kinds, K.Tokens(pooled=pooled, final=x, prefix=1, blocks=blocks))
+        final = visual.ln_post(x) if K.NEED_FINAL & set(self.kinds) else None
+        feats = K.select(self.kinds, K.Tokens(pooled=pooled, final=final, prefix=1, blocks=blocks))
         return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
 
 
@@ -166,6 +174,7 @@ def build(
             f"expects encoder.model_type={model_type!r}; check encoder.model"
         )
     tokens = hasattr(visual, "_embeds") and hasattr(visual, "transformer")
+    tokens = tokens and getattr(visual, "attn_pool", None) is None  # ln_post follows the pooler
     blocks = tokens and len(getattr(visual.transformer, "resblocks", ())) >= K.LAST_BLOCKS
     K.check_available(kinds, K.available(has_tokens=tokens, has_cls=tokens, has_blocks=blocks),
                       model=f"{model!r} (an open_clip {kind})")  # fmt: skip

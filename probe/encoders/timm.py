@@ -8,6 +8,16 @@ preprocessing is the model's: timm's data config (`resolve_data_config`: input s
 crop mode, interpolation, mean, std) as a `preprocess` block. The default feature is
 `forward_head(pre_logits=True)` (pooled and fc-normed, head removed); the token kinds read
 `forward_features` (`forward_intermediates(norm=True)` for `last4`) in the same single pass.
+
+The token kinds are after the model's final norm (`probe/encoders/kinds.py`). In timm 1.0.31
+(`timm/models/vision_transformer.py`) a ViT has one of two final norms: `norm`, over every
+token at the end of `forward_features` (line 1302) and of each intermediate with `norm=True`
+(line 1182), or, with `fc_norm` (default for avg-pooled models, line 839), `fc_norm` after
+pooling in `forward_head` (lines 1339-1340) while `norm` is an Identity (lines 918, 941); Eva
+(`eva.py` lines 715-722, 835, 848), BEiT and the relpos ViT place them the same way. For an
+fc_norm model the family applies `fc_norm` to every token and block output (`token_norm`), as
+open_clip does with `ln_post` for its `final_ln_after_pool` towers; a model with neither
+(`final_norm=False`) gives the last block's tokens.
 """
 
 from __future__ import annotations
@@ -67,6 +77,17 @@ def create(
     return net.eval().requires_grad_(False)
 
 
+def token_norm(net: torch.nn.Module) -> torch.nn.Module | None:
+    """`fc_norm` when it is the model's only final norm (`norm` is an Identity), else None:
+    `forward_features` has then left the tokens without it."""
+    norm, fc_norm = getattr(net, "norm", None), getattr(net, "fc_norm", None)
+    if isinstance(norm, torch.nn.Module) and not isinstance(norm, torch.nn.Identity):
+        return None
+    if isinstance(fc_norm, torch.nn.Module) and not isinstance(fc_norm, torch.nn.Identity):
+        return fc_norm
+    return None
+
+
 def token_layout(net: torch.nn.Module) -> dict[str, Any]:
     """What the token kinds need: a token sequence, a class token, `forward_intermediates`."""
     prefix = getattr(net, "num_prefix_tokens", None)
@@ -82,12 +103,21 @@ def token_layout(net: torch.nn.Module) -> dict[str, Any]:
 
 
 class TimmForward:
-    """Batch -> features by kind from one pass of a timm model."""
+    """Batch -> features by kind from one pass of a timm model; `norm`: the final norm the
+    token kinds still need (`token_norm`), applied to every token."""
 
-    def __init__(self, net: torch.nn.Module, kinds: tuple[str, ...], *, prefix: int) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        kinds: tuple[str, ...],
+        *,
+        prefix: int,
+        norm: torch.nn.Module | None = None,
+    ) -> None:
         self.net = net
         self.kinds = kinds
         self.prefix = prefix
+        self.norm = norm if norm is not None else torch.nn.Identity()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         blocks: list[torch.Tensor] = []
@@ -96,13 +126,14 @@ class TimmForward:
                 images, indices=K.LAST_BLOCKS, return_prefix_tokens=True, norm=True,
                 output_fmt="NLC",
             )  # fmt: skip
-            blocks = [torch.cat([prefix, spatial], dim=1) for spatial, prefix in inter]
+            blocks = [self.norm(torch.cat([prefix, spatial], dim=1)) for spatial, prefix in inter]
         else:
             final = self.net.forward_features(images)
         pooled = None
         if "pooler_output" in self.kinds:
             pooled = self.net.forward_head(final, pre_logits=True)
-        tokens = K.Tokens(pooled=pooled, final=final, prefix=self.prefix, blocks=blocks)
+        normed = self.norm(final) if K.NEED_FINAL & set(self.kinds) else None
+        tokens = K.Tokens(pooled=pooled, final=normed, prefix=self.prefix, blocks=blocks)
         feats = K.select(self.kinds, tokens)
         return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
 
@@ -158,7 +189,7 @@ def build(
     log.info("timm %s (%s): preprocess %s", model, type(net).__name__, preprocess)
     return Encoder(
         transform=build_transform(**dict(preprocess)),
-        forward=TimmForward(net.to(device), kinds, prefix=layout["prefix"]),
+        forward=TimmForward(net.to(device), kinds, prefix=layout["prefix"], norm=token_norm(net)),
         device=device,
         dtype=dtype,
         feature_dim=getattr(net, "num_features", None),

@@ -21,6 +21,7 @@ import numpy as np
 
 from probe.core.errors import ProbeError
 from probe.core.io import write_json_atomic
+from probe.encoders.kinds import DEFINITIONS
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,16 @@ def fingerprint(
     root keeps the cache while two different folders (say two `imagefolder` runs) never share
     one. A local model directory counts with its files' sizes and modification times, so a
     re-converted checkpoint at the same path is re-extracted; so does a local weights file
-    (`checkpoint`, the timm family's).
+    (`checkpoint`, the timm family's). A feature kind whose definition changed since the cache
+    began counts with its definition's number (`kinds.DEFINITIONS`): an entry extracted under an
+    older meaning of `cls` is never read as today's; `pooler_output` entries are unchanged.
     """
     ds = {k: v for k, v in sorted(dataset.items()) if k not in DATASET_IGNORED}
     if ds.get("root"):
         ds["root"] = _location(ds["root"], data_root)
     enc = {k: v for k, v in sorted(encoder.items()) if k not in ENCODER_IGNORED}
+    if enc.get("feature") in DEFINITIONS:
+        enc["feature_definition"] = DEFINITIONS[enc["feature"]]
     if isinstance(enc.get("model"), str) and Path(enc["model"]).expanduser().is_dir():
         enc["model_files"] = _files_stamp(Path(enc["model"]).expanduser())
     if isinstance(enc.get("checkpoint"), str) and Path(enc["checkpoint"]).expanduser().is_file():
