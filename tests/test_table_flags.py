@@ -168,6 +168,18 @@ def test_machine_paths_and_speed_settings_keep_a_cell_plain(monkeypatch) -> None
     ]
 
 
+def test_a_name_without_a_shipped_config_is_said_so() -> None:
+    renamed = record(["encoder.name=px_a"])
+    assert protocol_flags(renamed) == [
+        "no configs/encoder/px_a.yaml to compare encoder settings with"
+    ]
+    odd = {**record([]), "encoder": "pixels@last4"}  # pixels has no feature kinds
+    assert protocol_flags(odd) == [
+        "cannot compose the shipped config for encoder=pixels dataset=digits probe=torch "
+        "eval=linear encoder.feature=last4: Could not override 'encoder.feature'."
+    ]
+
+
 def test_the_no_number_list_is_documented() -> None:
     doc = (REPO / "docs" / "tables.md").read_text()
     missing = [k for k in NO_NUMBER_KEYS if f"`{k}`" not in doc]

@@ -22,7 +22,9 @@ import logging
 from functools import cache
 from typing import Any
 
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from probe.core.device import auto_dtype
 from probe.core.paths import compose_config, config_dir
@@ -93,13 +95,6 @@ def shipped_config(overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     return OmegaConf.to_container(compose_config(list(overrides)), resolve=True)
 
 
-def shipped_default(group: str, name: str) -> dict[str, Any] | None:
-    """The composed, resolved `group` node of the config file `name`, or None if none."""
-    if not _has_file(group, name):
-        return None
-    return shipped_config((f"{group}={name}",))[group]
-
-
 def protocol_flags(record: dict[str, Any]) -> list[str]:
     """The reasons `record` is not a plain protocol run (empty: it is one)."""
     reasons = _convergence(record)
@@ -117,7 +112,7 @@ def protocol_flags(record: dict[str, Any]) -> list[str]:
     overrides = (*(f"{g}={n}" for g, n in present.items()), *tags)
     try:
         shipped = shipped_config(overrides)
-    except Exception as err:  # noqa: BLE001 - a hand-edited name Hydra cannot compose
+    except (HydraException, OmegaConfBaseException) as err:  # a name Hydra cannot compose
         first = str(err).strip().splitlines()[0]
         return [*reasons, f"cannot compose the shipped config for {' '.join(overrides)}: {first}"]
     sources = {g: f"configs/{g}/{n}.yaml" for g, n in present.items()}
