@@ -1,4 +1,4 @@
-"""Intervals in the paper tables: score +- half-width, reproduced, paired differences.
+"""Intervals in the paper tables: score +- half-width, published within it, paired differences.
 
 Three real digits runs share one test split: `px_a` and its exact twin `px_c` (the same
 features under another name: identical predictions), and `px_b` on 4x4 thumbnails (other
@@ -53,8 +53,8 @@ def test_cells_show_the_interval_and_whether_it_holds_the_published_number(table
         f"{records['px_a']['score']:.2f} ± {(high - low) / 2:.2f}"
     )
     assert row[4] == "yes" and row[8] == "no"  # px_a inside its interval, px_b's 50 outside
-    assert "px_a: 1 of 1 cells reproduce the published number within our 95% interval." in md
-    assert "px_b: 0 of 1 cells reproduce" in md
+    assert "px_a: published within our 95% interval in 1 of 1 cells." in md
+    assert "px_b: published within our 95% interval in 0 of 1 cells." in md
 
 
 def test_paired_differences_from_the_saved_predictions(tables) -> None:
@@ -72,7 +72,7 @@ def test_paired_differences_from_the_saved_predictions(tables) -> None:
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert rows[0]["px_a_minus_px_c_significant"] == "no"
     assert float(rows[0]["px_a_low"]) == pytest.approx(records["px_a"]["score_ci"][0], abs=0.006)
-    assert rows[0]["px_b_reproduced"] == "no"
+    assert rows[0]["px_b_published_within_ci"] == "no" and rows[0]["px_b_ci_level"] == "0.95"
     assert r"$\pm$" in paths["tex"].read_text()
 
 

@@ -7,6 +7,8 @@ inside the file (not its path) say which cell it fills. A file that claims a cel
 file already claims is an error; a result scored with another metric than the protocol's for
 its dataset is refused (listed, never mixed in). A result that is not a plain protocol run
 (`flags`) fills its cell with the reasons attached, which the text marks with a dagger.
+Each cell's interval keeps the level its run recorded; a column whose cells were run at
+different levels is refused (`stats.column_level`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
 from probe.report.record import LINEAR, name_overrides
+from probe.report.tables import stats
 from probe.report.tables.flags import protocol_flags
-from probe.report.tables.stats import PairDiff, pair, reproduced
+from probe.report.tables.stats import PairDiff, pair
 
 log = logging.getLogger(__name__)
 # top-level folders of a results dir that hold no result JSONs
@@ -102,12 +105,14 @@ class Cell:
     published: float | None = None
     path: Path | None = None  # the result file of `ours`
     flags: list[str] = field(default_factory=list)  # why it is not a plain protocol run
-    ci: list[float] | None = None  # the 95% bootstrap interval of `ours` (its `score_ci`)
+    ci: list[float] | None = None  # the bootstrap interval of `ours` (its `score_ci`)
+    level: float | None = None  # the interval's level (its run's `bootstrap.level`)
 
     @property
-    def reproduced(self) -> bool | None:
-        """Whether the published number lies inside our interval (None: cannot tell)."""
-        return reproduced(self.ci, self.published)
+    def published_within_ci(self) -> bool | None:
+        """Whether the published number lies within our interval (None: cannot tell): a
+        heuristic, not a test of reproduction (docs/tables.md)."""
+        return stats.published_within(self.ci, self.published)
 
     @property
     def diff(self) -> float | None:
@@ -126,7 +131,9 @@ class TableData:
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pairs: list[PairDiff] = field(default_factory=list)  # ours(reference) - ours(other)
-    ci: bool = True  # show intervals, reproduced and paired differences
+    ci: bool = True  # show intervals, published-within-interval and paired differences
+    levels: dict[str, float] = field(default_factory=dict)  # column -> its intervals' level
+    pair_level: float | None = None  # the paired differences' level (the table's bootstrap)
 
 
 def _parse_result(path: Path) -> tuple[Result | None, str | None]:
@@ -272,10 +279,22 @@ def build_table(
             else:
                 cell.ours, cell.path, cell.flags = res.score, res.path, protocol_flags(res.record)
                 cell.ci = res.record.get("score_ci")
+                cell.level = stats.interval_level(res.record, res.path) if cell.ci else None
             if pub and pub.source not in table.sources:
                 table.sources.append(pub.source)
             if pub and pub.note:
                 table.notes.append(f"{layout.label(enc)} on {layout.label(ds)}: {pub.note}")
     if ci:
-        table.pairs = _pairs(layout, claims, published, bootstrap or {})
+        table.levels = _levels(table)
+        options = stats.pair_options(bootstrap)
+        table.pair_level = float(options["level"])
+        table.pairs = _pairs(layout, claims, published, options)
     return table
+
+
+def _levels(table: TableData) -> dict[str, float]:
+    """Each column's one interval level (a column mixing levels is refused)."""
+    lay = table.layout
+    cols = {col: [table.cells[(row, col)] for row in lay.rows] for col in lay.cols}
+    return {col: stats.column_level(lay.label(col), [(c.path, c.level) for c in cells if c.level])
+            for col, cells in cols.items()}  # fmt: skip

@@ -1,11 +1,14 @@
-"""Markdown, CSV and LaTeX text of a table, formatted as the paper does.
+"""Markdown and CSV text of a table, formatted as the paper does (the LaTeX, from the same
+cells: `latex`).
 
 Two decimals; a dash for a missing score; the best score per row (or per column, for tables
 whose rows are encoders) in bold, ours and published each compared among themselves. A score
 that is not a plain protocol run carries a dagger (the character in markdown, `$^{\\dagger}$`
 in LaTeX) and is listed under the table with its file and the reasons. Below the markdown
 table: the missing cells with the command that fills each, refused and unreadable result
-files, and the sources of the published numbers.
+files, and the sources of the published numbers. Every interval is labelled with its level:
+a cell's with its column's (the level its runs recorded), a paired difference's with the
+table's `bootstrap.level`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import csv
 import io
 
 from probe.report.tables.data import TableData
-from probe.report.tables.stats import PairDiff
+from probe.report.tables.stats import PairDiff, percent
 
 KINDS = ("ours", "published")
 DAGGER = "\u2020"  # marks a score that is not a plain protocol run; reasons under the table
@@ -50,17 +53,22 @@ def _header(table: TableData) -> list[str]:
     head = [lay.row_key.capitalize()]
     for col in lay.cols:
         head += [f"{lay.label(col)} ours", f"{lay.label(col)} published", "diff"]
-        head += ["reproduced"] if table.ci else []
-    return head + [_pair_title(table, enc) for enc in _pair_columns(table)]
+        head += [within_title(table, col)] if table.ci else []
+    return head + [pair_title(table, enc) for enc in pair_columns(table)]
 
 
-def _pair_columns(table: TableData) -> list[str]:
+def within_title(table: TableData, col: str) -> str:
+    """The heading of a column's published-within-our-interval verdicts, with its level."""
+    return f"published within our {percent(table.levels[col])} interval"
+
+
+def pair_columns(table: TableData) -> list[str]:
     """Encoders compared with the first one in a column of their own (dataset-row tables)."""
     lay = table.layout
     return list(lay.cols[1:]) if table.ci and lay.row_key == "dataset" else []
 
 
-def _pair_title(table: TableData, other: str) -> str:
+def pair_title(table: TableData, other: str) -> str:
     lay = table.layout
     return f"{lay.label(lay.cols[0])} - {lay.label(other)} (ours)"
 
@@ -79,7 +87,7 @@ def _yes_no(value: bool | None) -> str | None:
     return None if value is None else ("yes" if value else "no")
 
 
-def _row_text(
+def row_text(
     table: TableData, row: str, best: set, *, bold: str, dash: str, dagger: str, pm: str
 ) -> list[str]:
     out = [table.layout.label(row)]
@@ -96,36 +104,53 @@ def _row_text(
             out.append(text or dash)
         out.append(fmt(cell.diff, signed=True) or dash)
         if table.ci:
-            out.append(_yes_no(cell.reproduced) or dash)
-    for other in _pair_columns(table):
+            out.append(_yes_no(cell.published_within_ci) or dash)
+    for other in pair_columns(table):
         out.append(_pair_text(_pair_for(table, other, row)) or dash)
     return out
 
 
-def reproduced_counts(table: TableData) -> list[tuple[str, int, int]]:
-    """(encoder label, cells inside our interval, cells with both numbers) per encoder."""
+def published_within_counts(table: TableData) -> list[tuple[str, float, int, int]]:
+    """(encoder label, level, cells whose published number lies within our interval at that
+    level, cells with both numbers) per encoder and level."""
     lay, out = table.layout, []
     encoders = lay.cols if lay.row_key == "dataset" else lay.rows
     for enc in encoders:
         cells = [table.cells[(r, c)] for r in lay.rows for c in lay.cols
-                 if lay.cell_key(r, c)[0] == enc]  # fmt: skip
-        known = [c.reproduced for c in cells if c.reproduced is not None]
-        if known:
-            out.append((lay.label(enc), sum(known), len(known)))
+                 if lay.cell_key(r, c)[0] == enc and table.cells[(r, c)].level]  # fmt: skip
+        for level in sorted({c.level for c in cells}):
+            known = [c.published_within_ci for c in cells if c.level == level]
+            known = [k for k in known if k is not None]
+            if known:
+                out.append((lay.label(enc), level, sum(known), len(known)))
     return out
+
+
+def interval_sentence(table: TableData) -> str:
+    """What `score ± x` means: half our interval, at the level of each column's runs."""
+    lay = table.layout
+    shown = [c for c in lay.cols if any(table.cells[(r, c)].level for r in lay.rows)]
+    levels = {table.levels[c] for c in shown or lay.cols}
+    what = "the bootstrap interval of the test score (test images resampled)"
+    if len(levels) == 1:
+        what = what.replace("the ", f"the {percent(levels.pop())} ", 1)
+    else:
+        what += " at its column's level: " + ", ".join(
+            f"{lay.label(c)} {percent(table.levels[c])}" for c in shown)  # fmt: skip
+    return (f"Ours is score ± half {what}. Published within our interval: whether the "
+            "published number lies inside it, a heuristic, not a test of reproduction "
+            "(docs/tables.md).")  # fmt: skip
 
 
 def _stats_notes(table: TableData) -> list[str]:
     if not table.ci:
         return []
-    lines = []
-    for enc, hit, total in reproduced_counts(table):
-        lines.append(f"{enc}: {hit} of {total} cells reproduce the published number within our "
-                     "95% interval.")  # fmt: skip
+    lines = [f"{enc}: published within our {percent(level)} interval in {hit} of {total} cells."
+             for enc, level, hit, total in published_within_counts(table)]  # fmt: skip
     lay = table.layout
     if table.pairs:
-        lines += ["", "Paired differences of our scores (95% bootstrap over the same test "
-                  "images; n.s.: the interval contains 0):"]  # fmt: skip
+        lines += ["", f"Paired differences of our scores ({percent(table.pair_level)} bootstrap "
+                  "over the same test images; n.s.: the interval contains 0):"]  # fmt: skip
     for d in table.pairs:
         what = f"- {lay.label(d.a)} - {lay.label(d.b)} on {lay.label(d.dataset)}: "
         if d.interval is None:
@@ -134,7 +159,7 @@ def _stats_notes(table: TableData) -> list[str]:
             low, high = d.interval
             sig = "significant" if d.significant else "n.s."
             lines.append(what + f"{d.diff:+.2f} [{low:+.2f}, {high:+.2f}], {sig}")
-    return ["", "Ours is score ± half the 95% bootstrap interval.", *lines] if lines else []
+    return ["", interval_sentence(table), *lines] if lines else []
 
 
 def flagged(table: TableData) -> list[tuple[str, str, str, list[str]]]:
@@ -182,88 +207,38 @@ def to_markdown(table: TableData) -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for row in table.layout.rows:
-        cells = _row_text(table, row, best, bold="**{}**", dash="-", dagger=DAGGER, pm=" ± ")
+        cells = row_text(table, row, best, bold="**{}**", dash="-", dagger=DAGGER, pm=" ± ")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + notes_markdown(table) + "\n"
 
 
 def to_csv(table: TableData) -> str:
-    """Machine-readable: config names, numbers rounded to two decimals, empty when missing."""
+    """Machine-readable: config names, numbers rounded to two decimals, empty when missing;
+    each interval beside its level (`_ci_level`, e.g. 0.95)."""
     lay = table.layout
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     header = [lay.row_key, "label"]
     for col in lay.cols:
-        header += [f"{col}", f"{col}_low", f"{col}_high", f"{col}_published", f"{col}_diff",
-                   f"{col}_reproduced"]  # fmt: skip
-    for other in _pair_columns(table):
+        header += [f"{col}", f"{col}_low", f"{col}_high", f"{col}_ci_level", f"{col}_published",
+                   f"{col}_diff", f"{col}_published_within_ci"]  # fmt: skip
+    for other in pair_columns(table):
         name = f"{lay.cols[0]}_minus_{other}"
-        header += [name, f"{name}_low", f"{name}_high", f"{name}_significant"]
+        header += [name, f"{name}_low", f"{name}_high", f"{name}_ci_level", f"{name}_significant"]
     writer.writerow(header)
     for row in lay.rows:
         line = [row, lay.label(row)]
         for col in lay.cols:
             cell = table.cells[(row, col)]
             low, high = cell.ci if cell.ci is not None else (None, None)
-            line += [fmt(cell.ours), fmt(low), fmt(high), fmt(cell.published),
-                     fmt(cell.diff, signed=True), _yes_no(cell.reproduced)]  # fmt: skip
-        for other in _pair_columns(table):
+            line += [fmt(cell.ours), fmt(low), fmt(high), cell.level, fmt(cell.published),
+                     fmt(cell.diff, signed=True), _yes_no(cell.published_within_ci)]  # fmt: skip
+        for other in pair_columns(table):
             d = _pair_for(table, other, row)
             low, high = d.interval if d is not None and d.interval else (None, None)
             sig = None if d is None else _yes_no(d.significant)
+            level = table.pair_level if d is not None and d.interval else None
             line += [fmt(d.diff if d else None, signed=True), fmt(low, signed=True),
-                     fmt(high, signed=True), sig]  # fmt: skip
+                     fmt(high, signed=True), level, sig]  # fmt: skip
         writer.writerow(["" if v is None else v for v in line])
     return buf.getvalue()
-
-
-_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
-                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "\\": r"\textbackslash{}"}  # fmt: skip
-TEX_DAGGER = r"$^{\dagger}$"
-
-
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def to_latex(table: TableData) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs}), one group of 3 columns per column."""
-    lay, best = table.layout, best_cells(table)
-    n, w = len(lay.cols), 4 if table.ci else 3
-    sub = ["ours", "published", r"$\Delta$"] + (["repr."] if table.ci else [])
-    pairs = [tex_escape(_pair_title(table, o)) for o in _pair_columns(table)]
-    lines = [
-        f"% {tex_escape(lay.title)}",
-        r"\begin{tabular}{l" + "r" * (w * n + len(pairs)) + "}",
-        r"\toprule",
-        " & ".join(
-            [
-                "",
-                *(rf"\multicolumn{{{w}}}{{c}}{{{tex_escape(lay.label(c))}}}" for c in lay.cols),
-                *[""] * len(pairs),
-            ]
-        )
-        + r" \\",
-        "".join(rf"\cmidrule(lr){{{2 + w * i}-{1 + w * (i + 1)}}}" for i in range(n)),
-        " & ".join([tex_escape(lay.row_key.capitalize())] + sub * n + pairs) + r" \\",
-        r"\midrule",
-    ]
-    for row in lay.rows:
-        cells = _row_text(table, row, best, bold=r"\textbf{{{}}}", dash="--", dagger=TEX_DAGGER,
-                          pm=r" $\pm$ ")  # fmt: skip
-        lines.append(" & ".join([tex_escape(cells[0]), *cells[1:]]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines + _tex_flag_notes(table) + [""])
-
-
-def _tex_flag_notes(table: TableData) -> list[str]:
-    """Below the tabular, visible: each flagged cell, its result file and the reasons."""
-    marked = flagged(table)
-    if not marked:
-        return []
-    lines = [r"\par\smallskip{\footnotesize" + TEX_DAGGER + " not a plain protocol run:"]
-    for enc, ds, path, reasons in marked:
-        what = tex_escape(f"{enc} on {ds}") + r" (\texttt{" + tex_escape(path) + "}): "
-        lines.append(r"\\" + what + tex_escape("; ".join(reasons)))
-    return [*lines, "}"]

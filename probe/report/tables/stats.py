@@ -1,14 +1,18 @@
 """Noise in the paper tables: our interval, whether it holds the published number, and
 whether two encoders really differ.
 
-- Each result carries the 95% bootstrap interval of its test score (`score_ci`); a cell
-  shows `score ± half-width`, and the published number *reproduces* when it lies inside our
-  interval (there are no published predictions to pair with, so this is the only test).
+- Each result carries the bootstrap interval of its test score (`score_ci`) at the level its
+  run's `bootstrap.level` set (recorded in its `config` block); a cell shows
+  `score ± half-width`, labelled with that level, and one column's cells must share it.
+- Whether the published number lies within our interval is a heuristic, not a test of
+  reproduction: the interval is our score's test-resampling noise only, and says nothing of
+  the published number's own run (there are no published predictions to pair with).
 - Two encoders probed on the same test images (the same `test_content_hash`: sample ids and
   labels) are compared pairwise from their saved test predictions (the `.npz` beside each
   result): the paired bootstrap interval of the difference of their scores
-  (`probe.evaluations.bootstrap.paired_diff_ci`); a difference whose interval contains 0 is
-  not significant. The reference is the layout's first encoder.
+  (`probe.evaluations.bootstrap.paired_diff_ci`) at the table's own `bootstrap.level`
+  (`configs/probe_table.yaml`); a difference whose interval contains 0 is not significant.
+  The reference is the layout's first encoder.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from probe.core.errors import ProbeError
+from probe.core.paths import config_dir
 from probe.evaluations.bootstrap import paired_diff_ci, significance
+from probe.report.tables.flags import shipped_config
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,68 @@ class PairDiff:
         return None if self.interval is None else significance(self.interval)
 
 
-def reproduced(ci: Any, published: float | None) -> bool | None:
+def percent(level: float) -> str:
+    """A level as the tables write it: 0.95 -> `95%`, 0.975 -> `97.5%`."""
+    return f"{round(level * 100, 6):g}%"
+
+
+def default_level() -> float:
+    """The level a run gets from the shipped `configs/config.yaml` (`bootstrap.level`)."""
+    return float(shipped_config()["bootstrap"]["level"])
+
+
+def interval_level(record: dict[str, Any], path: Any) -> float:
+    """The level of a result's `score_ci`: its config's `bootstrap.level`, else the default.
+
+    Every result with an interval has recorded it since intervals exist; one that lacks it
+    (written by hand) gets the shipped default, and its dagger says so.
+    """
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    boot = config.get("bootstrap") if isinstance(config.get("bootstrap"), dict) else {}
+    level = boot.get("level", default_level())
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ProbeError(
+            f"{path}: bootstrap.level={level!r} in its config is not a level in (0, 1); "
+            f"rerun it with bootstrap.level={default_level():g} (or move it out of the results dir)"
+        )
+    return float(level)
+
+
+def column_level(label: str, cells: list[tuple[Any, float]]) -> float:
+    """The one interval level of a column's (result file, level) cells; mixing is refused."""
+    levels = sorted({level for _, level in cells})
+    if not levels:
+        return default_level()
+    if len(levels) == 1:
+        return levels[0]
+    count = {lv: sum(x == lv for _, x in cells) for lv in levels}
+    keep = max(levels, key=lambda lv: (count[lv], lv == default_level()))
+    listed = "; ".join(
+        f"{percent(lv)}: " + ", ".join(str(p) for p, x in cells if x == lv) for lv in levels
+    )
+    rerun = ", ".join(str(p) for p, x in cells if x != keep)
+    raise ProbeError(
+        f"column {label} mixes interval levels ({listed}); rerun {rerun} with "
+        f"bootstrap.level={keep:g}, or set ci=false for a table without intervals"
+    )
+
+
+def pair_options(given: dict[str, Any] | None) -> dict[str, Any]:
+    """The paired differences' bootstrap settings: the table config's `bootstrap`, any key it
+    lacks from the shipped `configs/probe_table.yaml`; the level checked."""
+    shipped = OmegaConf.load(config_dir() / "probe_table.yaml").get("bootstrap") or {}
+    opts = {**OmegaConf.to_container(shipped), **(given or {})}
+    level = opts.get("level")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ProbeError(
+            f"bootstrap.level={level!r} of the table (its paired differences) is not a level "
+            f"in (0, 1); use e.g. bootstrap.level={shipped.get('level')}"
+        )
+    return opts
+
+
+def published_within(ci: Any, published: float | None) -> bool | None:
+    """Whether the published number lies within our interval (None: cannot tell)."""
     if ci is None or published is None:
         return None
     low, high = ci

@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from probe.core.io import write_bytes_atomic, write_text_atomic
 from probe.report.tables import evals
 from probe.report.tables.data import Layout, build_table
+from probe.report.tables.latex import to_latex
 from probe.report.tables.plot import to_png
-from probe.report.tables.render import to_csv, to_latex, to_markdown
+from probe.report.tables.render import to_csv, to_markdown
 
 
 def make_table(cfg: DictConfig) -> tuple[Any, dict[str, Path], str]:
