@@ -95,6 +95,11 @@ def test_results_on_other_test_images_or_without_heads_are_not_paired(tables, tm
     assert np.isfinite(pair(a, result("px_b"), metric="mean_per_class").interval).all()
 
 
+def plain(cells: list[str]) -> list[str]:
+    """Cells without the dagger (these runs use non-default eval settings: daggered)."""
+    return [c.removesuffix("\u2020") for c in cells]
+
+
 @pytest.fixture(scope="module")
 def eval_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evals")
@@ -113,7 +118,7 @@ def test_fewshot_table_and_plot(eval_results) -> None:
     table, paths, md = make_table(table_cfg("fewshot", [f"results_dir={tmp / 'results'}"]))
     assert table.encoders == ["px_a", "px_b"] and table.datasets == ["digits"]
     by_k = records[("px_b", "fewshot")]["by_k"]
-    assert md_row(md, "px_b")[1:] == [f"{by_k[k]['mean']:.2f} ± {by_k[k]['std']:.2f}"
+    assert plain(md_row(md, "px_b")[1:]) == [f"{by_k[k]['mean']:.2f} ± {by_k[k]['std']:.2f}"
                                       for k in ("1", "2")]  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert len(rows) == 4 and {r["k"] for r in rows} == {"1", "2"}
@@ -125,7 +130,7 @@ def test_knn_table_at_the_k_chosen_on_val_and_at_k20(eval_results) -> None:
     _, paths, md = make_table(table_cfg("knn", [f"results_dir={tmp / 'results'}"]))
     rec = records[("px_a", "knn")]
     half = (rec["score_ci"][1] - rec["score_ci"][0]) / 2
-    row = md_row(md, "digits")
+    row = plain(md_row(md, "digits"))
     assert row[1] == f"{rec['score']:.2f} ± {half:.2f} (k={rec['k']})"
     assert row[2] == f"{rec['test_score_by_k']['20']:.2f}"
     assert "px_b k chosen on val" in md and "best k" not in md
@@ -150,5 +155,22 @@ def test_fewshot_table_prints_no_std_for_one_seed(tmp_path) -> None:
     rec = run(compose_cfg([*base, "eval=fewshot", "eval.shots=[1]", "eval.seeds=1"]))
     assert rec["by_k"]["1"]["std"] is None
     _, paths, md = make_table(table_cfg("fewshot", [f"results_dir={tmp_path / 'results'}"]))
-    assert md_row(md, "pixels")[1:] == [f"{rec['by_k']['1']['mean']:.2f}"]
+    assert plain(md_row(md, "pixels")[1:]) == [f"{rec['by_k']['1']['mean']:.2f}"]
     assert next(csv.DictReader(io.StringIO(paths["csv"].read_text())))["std"] == ""
+
+
+def test_eval_tables_carry_the_dagger_and_refuse_mixed_levels(tmp_path) -> None:
+    """A k-NN run with a non-default eval key is daggered with the key; an encoder whose
+    k-NN results were made at two interval levels is refused in one line."""
+    from probe.core.errors import ProbeError
+
+    base = [f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}"]
+    run(compose_cfg([*base, "eval=knn", "eval.k=[5,20]"]))
+    _, _, md = make_table(table_cfg("knn", [f"results_dir={tmp_path / 'results'}"]))
+    assert "eval.k=[5, 20] (configs/eval/knn.yaml: [10, 20, 100, 200])" in md
+    assert "\u2020" in md_row(md, "digits")[1] and "its 95% interval" in md
+    run(compose_cfg([*base, "eval=knn", "eval.k=[5,20]", "dataset.name=digits2",
+                     "bootstrap.level=0.5"]))  # fmt: skip
+    with pytest.raises(ProbeError, match="mixes interval levels") as err:
+        make_table(table_cfg("knn", [f"results_dir={tmp_path / 'results'}"]))
+    assert "\n" not in str(err.value)

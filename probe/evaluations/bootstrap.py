@@ -55,9 +55,9 @@ def _check(correct: np.ndarray, y: np.ndarray, *, resamples: int, level: float) 
     if correct.shape[-1:] != np.shape(y) or correct.ndim not in (1, 2) or correct.size == 0:
         raise ValueError(f"outcomes {correct.shape} and labels {np.shape(y)} must be (N,), N>0")
     if resamples < 1:
-        raise ProbeError(f"eval.resamples={resamples} must be a positive integer, e.g. 1000")
+        raise ProbeError(f"bootstrap.resamples={resamples} must be a positive integer, e.g. 1000")
     if not 0 < level < 1:
-        raise ProbeError(f"eval.level={level} must be in (0, 1), e.g. 0.95")
+        raise ProbeError(f"bootstrap.level={level} must be in (0, 1), e.g. 0.95")
     return correct
 
 

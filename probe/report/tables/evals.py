@@ -8,7 +8,10 @@ datasets x encoders: the test score at the k chosen on val (with its interval) a
 k (20 by default) (md, csv). A k-NN result made before k was chosen on val (its `best_k` was
 the argmax of test scores) is refused, with the command that remakes it. With one seed a
 few-shot std is null and printed without `±`. Which datasets and encoders appear: the table
-config's lists, else every one found.
+config's lists, else every one found. As in the paper tables, a cell that is not a plain
+run carries a dagger with its reasons under the table (`flags.protocol_flags`), and the
+intervals are labelled with the level their runs recorded; an encoder whose results mix
+levels is refused (`stats.column_level`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from probe.report.tables.data import NOT_RESULTS
+from probe.report.tables.flags import protocol_flags
+from probe.report.tables.render import DAGGER
+from probe.report.tables.stats import column_level, interval_level, percent
 
 log = logging.getLogger(__name__)
 # the per-k field of each evaluation's record
@@ -52,9 +58,14 @@ class EvalTable:
     labels: dict[str, str] = field(default_factory=dict)
     k: int = 20
     bad_files: list[str] = field(default_factory=list)
+    flags: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # dagger reasons
+    levels: dict[str, float] = field(default_factory=dict)  # encoder -> its intervals' level
 
     def label(self, name: str) -> str:
         return self.labels.get(name, name)
+
+    def dagger(self, enc: str, ds: str) -> str:
+        return DAGGER if self.flags.get((enc, ds)) else ""
 
 
 def scan(results_dirs: list[str | Path], kind: str) -> tuple[dict, list[str]]:
@@ -80,10 +91,34 @@ def build_eval_table(cfg: dict[str, Any], *, results_dirs: list[str | Path]) -> 
     results, bad = scan(results_dirs, kind)
     encoders = cfg.get("encoders") or sorted({e for e, _ in results})
     datasets = cfg.get("datasets") or sorted({d for _, d in results})
-    return EvalTable(name=cfg["name"], title=cfg.get("title") or cfg["name"], kind=kind,
-                     results=results, encoders=list(encoders), datasets=list(datasets),
-                     labels=dict(cfg.get("labels") or {}), k=int(cfg.get("k") or 20),
-                     bad_files=bad)  # fmt: skip
+    t = EvalTable(name=cfg["name"], title=cfg.get("title") or cfg["name"], kind=kind,
+                  results=results, encoders=list(encoders), datasets=list(datasets),
+                  labels=dict(cfg.get("labels") or {}), k=int(cfg.get("k") or 20),
+                  bad_files=bad)  # fmt: skip
+    t.flags = {key: protocol_flags(rec) for key, rec in results.items()}
+    for enc in t.encoders:
+        shown = [r for (e, d), r in results.items() if e == enc and d in t.datasets]
+        cells = [(r["path"], interval_level(r, r["path"])) for r in shown]
+        t.levels[enc] = column_level(t.label(enc), cells)
+    return t
+
+
+def _notes(t: EvalTable) -> list[str]:
+    """The dagger's reasons, cell by cell, as the paper tables list them."""
+    marked = [(e, d) for e in t.encoders for d in t.datasets if t.flags.get((e, d))]
+    if not marked:
+        return []
+    lines = ["", f"{DAGGER} Not a plain protocol run ({len(marked)}):"]
+    return lines + [f"- {t.label(e)} on {t.label(d)} (`{t.results[(e, d)]['path']}`): "
+                    f"{'; '.join(t.flags[(e, d)])}" for e, d in marked]  # fmt: skip
+
+
+def _levels_text(t: EvalTable) -> str:
+    shown = {t.levels[e] for e in t.encoders if any((e, d) in t.results for d in t.datasets)}
+    if len(shown) <= 1:
+        return f"its {percent(next(iter(shown), 0.95))} interval"
+    return "its interval (" + ", ".join(
+        f"{t.label(e)}: {percent(t.levels[e])}" for e in t.encoders) + ")"  # fmt: skip
 
 
 def _shots(t: EvalTable, ds: str) -> list[int]:
@@ -103,7 +138,7 @@ def _fewshot_md(t: EvalTable) -> list[str]:
             cells = [rec["by_k"].get(str(k)) for k in shots]
             lines.append(
                 f"| {t.label(enc)} | "
-                + " | ".join("-" if c is None else _mean_std(c) for c in cells)
+                + " | ".join("-" if c is None else _mean_std(c) + t.dagger(enc, ds) for c in cells)
                 + " |"
             )
     return lines
@@ -128,11 +163,11 @@ def _knn_md(t: EvalTable) -> list[str]:
         for enc in t.encoders:
             rec = t.results.get((enc, ds))
             fixed = _knn_fixed(rec, t.k)
-            row += [_knn_chosen(rec) if rec else "-",
+            row += [_knn_chosen(rec) + t.dagger(enc, ds) if rec else "-",
                     f"{fixed:.2f}" if fixed is not None else "-"]  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
     return lines + ["", "k is chosen on the val split (bank = train); the score is the test "
-                    "score at that k (bank = train + val), ± half its interval."]  # fmt: skip
+                    f"score at that k (bank = train + val), ± half {_levels_text(t)}."]  # fmt: skip
 
 
 def _knn_chosen(rec: dict[str, Any]) -> str:
@@ -149,6 +184,7 @@ def _knn_fixed(rec: dict | None, k: int) -> float | None:
 def to_markdown(t: EvalTable) -> str:
     lines = [f"### {t.title}"]
     lines += _fewshot_md(t) if t.kind == "fewshot" else _knn_md(t)
+    lines += _notes(t)
     if not t.results:
         lines += ["", f"No {t.kind} results found: run `python -m probe eval={t.kind} ...`."]
     if t.bad_files:
@@ -160,22 +196,24 @@ def to_csv(t: EvalTable) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if t.kind == "fewshot":
-        w.writerow(["dataset", "encoder", "k", "mean", "low", "high", "std", "seeds", "scores"])
+        w.writerow(["dataset", "encoder", "k", "mean", "low", "high", "level", "std", "seeds",
+                    "scores"])  # fmt: skip
         for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             for k, v in sorted(rec["by_k"].items(), key=lambda kv: int(kv[0])):
                 std = "" if v.get("std") is None else f"{v['std']:.2f}"
                 low, high = v.get("score_ci") or ("", "")
                 scores = ";".join(f"{s:.2f}" for s in v["scores"])
-                w.writerow([ds, enc, k, f"{v['mean']:.2f}", _num(low), _num(high), std,
-                            len(v["scores"]), scores])  # fmt: skip
+                w.writerow([ds, enc, k, f"{v['mean']:.2f}", _num(low), _num(high),
+                            t.levels.get(enc), std, len(v["scores"]), scores])  # fmt: skip
         return buf.getvalue()
-    w.writerow(["dataset", "encoder", "k", "score", "low", "high", f"k{t.k}_score",
+    w.writerow(["dataset", "encoder", "k", "score", "low", "high", "level", f"k{t.k}_score",
                 "temperature"])  # fmt: skip
     for (enc, ds), rec in sorted(t.results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         fixed = _knn_fixed(rec, t.k)
         low, high = rec["score_ci"]
         w.writerow([ds, enc, rec["k"], f"{rec['score']:.2f}", f"{low:.2f}", f"{high:.2f}",
-                    "" if fixed is None else f"{fixed:.2f}", rec.get("temperature")])  # fmt: skip
+                    t.levels.get(enc), "" if fixed is None else f"{fixed:.2f}",
+                    rec.get("temperature")])  # fmt: skip
     return buf.getvalue()
 
 
