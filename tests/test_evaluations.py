@@ -242,6 +242,8 @@ def test_each_eval_writes_its_own_result(dirs) -> None:
     assert knn["score_ci"][0] <= knn["score"] <= knn["score_ci"][1]
     assert knn["backend"] is None and knn["temperature"] == 0.07
     assert set(few["by_k"]) == {"1", "2"} and len(few["by_k"]["2"]["scores"]) == 2
+    for entry in few["by_k"].values():  # the mean over seeds with its test-set interval
+        assert entry["score_ci"][0] <= entry["mean"] <= entry["score_ci"][1]
     for rec in (knn, few):  # the provenance every result carries
         assert rec["n_test"] == 450 and rec["config"]["eval"]["name"] == rec["eval"]
 
