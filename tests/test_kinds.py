@@ -12,6 +12,7 @@ import torch
 from conftest import compose_cfg
 from omegaconf import OmegaConf
 from reference import openai_reference, sample_photos
+from tiny import open_clip_kinds
 
 from probe.core.errors import ProbeError
 from probe.core.factory import make
@@ -106,20 +107,8 @@ def test_dinov2_last4_is_dinov2s_linear_input(tiny) -> None:
 
 
 def test_open_clip_kinds_equal_forward_intermediates(tiny) -> None:
-    import open_clip
-
     path = tiny["VisionTransformer"]
-    visual = open_clip.create_model(f"local-dir:{path}").visual.eval()
-    visual.proj = None
-    x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        out = visual.forward_intermediates(x, indices=4, normalize_intermediates=True,
-                                           output_fmt="NLC", output_extra_tokens=True)  # fmt: skip
-        tokens = visual.ln_post(visual.transformer(visual._embeds(x)))
-    classes = [p[:, 0] for p in out["image_intermediates_prefix"]]
-    want = {"pooler_output": out["image_features"], "cls": tokens[:, 0],
-            "mean": tokens[:, 1:].mean(1),
-            "last4": torch.cat([*classes, out["image_intermediates"][-1].mean(1)], 1)}  # fmt: skip
+    x, want = open_clip_kinds(path, RES)
     cfg = compose_cfg(["encoder=dfn5b_h14", f"encoder.model={path}", f"encoder.resolution={RES}",
                        "encoder.width=32", f"encoder.features=[{','.join(want)}]"])  # fmt: skip
     got = make(cfg.encoder, device="cpu", dtype="float32").embed_kinds(x)

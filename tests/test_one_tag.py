@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_cfg
-from tiny import hydra_dict
+from tiny import hydra_dict, open_clip_kinds
 
 from probe.core.factory import make
 from probe.encoders.kinds import KINDS
@@ -190,20 +190,8 @@ def test_open_clip_ln_after_pool_tower_applies_ln_post_to_every_token(tmp_path) 
     """A CLIPA-style tower (`pool_type: avg`, `final_ln_after_pool`: open_clip 3.3.0
     transformer.py lines 816-818 norm the pooled mean only) gives the token kinds `ln_post` of
     every token, as its own `forward_intermediates(normalize_intermediates=True)` does."""
-    import open_clip
-
     path, _ = openai_checkpoint(tmp_path, pool_type="avg", final_ln_after_pool=True, no_ln_pre=True)
-    visual = open_clip.create_model(f"local-dir:{path}").visual.eval()
-    visual.proj = None
-    x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        out = visual.forward_intermediates(x, indices=4, normalize_intermediates=True,
-                                           output_fmt="NLC", output_extra_tokens=True)  # fmt: skip
-        tokens = visual.ln_post(visual.transformer(visual._embeds(x)))
-    classes = [p[:, 0] for p in out["image_intermediates_prefix"]]
-    want = {"pooler_output": out["image_features"], "cls": tokens[:, 0],
-            "mean": tokens[:, 1:].mean(1),
-            "last4": torch.cat([*classes, out["image_intermediates"][-1].mean(1)], 1)}  # fmt: skip
+    x, want = open_clip_kinds(path, RES)
     got = open_clip_encoder(path, f"encoder.features=[{','.join(want)}]").embed_kinds(x)
     for kind, value in want.items():
         assert (got[kind] - value).abs().max().item() <= TOL, kind

@@ -156,3 +156,22 @@ def model_configs() -> list[str]:
     return [
         p.stem for p in sorted((CONFIGS / "encoder").glob("*.yaml")) if "model" in OmegaConf.load(p)
     ]
+
+
+def open_clip_kinds(path: str | Path, res: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A seeded batch and what open_clip itself gives for every kind on it: the pooled output
+    (projection removed), `ln_post` of every token (cls, mean) and `last4` from its own
+    `forward_intermediates(normalize_intermediates=True)`."""
+    import open_clip
+
+    visual = open_clip.create_model(f"local-dir:{path}").visual.eval()
+    visual.proj = None
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = visual.forward_intermediates(x, indices=4, normalize_intermediates=True,
+                                           output_fmt="NLC", output_extra_tokens=True)  # fmt: skip
+        tokens = visual.ln_post(visual.transformer(visual._embeds(x)))
+    classes = [p[:, 0] for p in out["image_intermediates_prefix"]]
+    last4 = torch.cat([*classes, out["image_intermediates"][-1].mean(1)], 1)
+    return x, {"pooler_output": out["image_features"], "cls": tokens[:, 0],
+               "mean": tokens[:, 1:].mean(1), "last4": last4}  # fmt: skip
