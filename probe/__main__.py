@@ -29,14 +29,15 @@ if int(os.environ.get("WORLD_SIZE", "1")) > 1:
 def summary(record: dict) -> str:
     """The headline numbers of a result, whatever its evaluation."""
     metric = record["metric"]
-    if record["eval"] == "linear":
+    if record["eval"] in ("linear", "knn"):
         low, high = record["score_ci"]
-        return f"{metric} {record['score']:.2f}% [{low:.2f}, {high:.2f}] at C={record['C']:.3g}"
-    if record["eval"] == "knn":
-        by_k = record["by_k"]
-        return f"{metric} " + ", ".join(f"k={k}: {v['score']:.2f}%" for k, v in by_k.items())
+        chosen = f"C={record['C']:.3g}" if record["eval"] == "linear" else f"k={record['k']}"
+        return (
+            f"{metric} {record['score']:.2f}% [{low:.2f}, {high:.2f}] at {chosen} (chosen on val)"
+        )
     return f"{metric} " + ", ".join(
-        f"{k}-shot: {v['mean']:.2f} +- {v['std']:.2f}%" for k, v in record["by_k"].items()
+        f"{k}-shot: {v['mean']:.2f}%" + ("" if v["std"] is None else f" +- {v['std']:.2f}")
+        for k, v in record["by_k"].items()
     )
 
 

@@ -42,6 +42,24 @@ def test_demo_cli_end_to_end(tmp_path: Path) -> None:
     assert result["versions"]["scikit-learn"]
 
 
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (["eval=knn", "eval.k=[1,5]"], r"digits: top1 \d+\.\d\d% \[[\d.]+, [\d.]+\] at k=\d"),
+        (["eval=fewshot", "eval.shots=[1]", "eval.seeds=1"], r"digits: top1 1-shot: [\d.]+% \("),
+        (["eval=fewshot", "eval.shots=[1]", "eval.seeds=2"], r"1-shot: [\d.]+% \+- [\d.]+ \("),
+    ],
+)  # fmt: skip
+def test_every_eval_prints_its_summary_line(tmp_path: Path, extra: list[str], line: str) -> None:
+    """The CLI's last line for k-NN (its k chosen on val) and few-shot (no std from one seed)."""
+    import re
+
+    env = {"PROBE_CACHE_DIR": str(tmp_path / "c"), "PROBE_RESULTS_DIR": str(tmp_path / "r")}
+    proc = run_cli(extra, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(line, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-1500:]
+
+
 def test_second_run_hits_cache_and_changes_reextract(dirs, tmp_path: Path, caplog) -> None:
     first = run(compose_cfg(dirs))
     entries = cache_dirs(tmp_path / "cache")
