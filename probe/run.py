@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from probe.core import preempt
+from probe.api import evaluate, save
 from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
@@ -27,8 +27,7 @@ from probe.features.cache import CacheEntry
 from probe.features.cached import probe_inputs
 from probe.features.distributed import Context, setup, teardown
 from probe.features.stage import build_dataset, cache_entries, ensure_features, pin_encoder
-from probe.report.heads import write_head
-from probe.report.record import result_name, result_path, write_result
+from probe.report.record import result_name, result_path
 from probe.solvers import memory
 
 log = logging.getLogger(__name__)
@@ -122,25 +121,12 @@ def probe_stage(
                 metric=dataset.metric, device=device,
                 make_solver=lambda: make(cfg.probe, device=device),
                 bootstrap=bootstrap_options(cfg.get("bootstrap")))  # fmt: skip
-    outcome = make(cfg.eval)(task)
     name = result_name(cfg.encoder, cfg.probe)
-    path = result_path(cfg.results_dir, name, cfg.dataset.name, outcome.eval)
-    record = {"encoder": name, "dataset": cfg.dataset.name, "eval": outcome.eval,
-              "metric": dataset.metric, **outcome.fields}  # fmt: skip
-    preempt.checkpoint("stopped before the result was written")  # nothing is, then
-    if outcome.head is not None:  # the .npz beside the JSON: head, test predictions, SHA-256
-        record["head"] = write_head(path, **outcome.head)
+    record, outcome = evaluate(task, make(cfg.eval), encoder=name, dataset=cfg.dataset.name)
     record.update({
-        "n_train": len(train[1]),
-        "n_val": len(val[1]),
-        "n_test": len(test[1]),
-        "num_classes": dataset.num_classes,
         "dataset_info": dataset.info,  # source, counts found, skipped corrupt images
-        "feature_dim": int(train[0].shape[1]),
         "feature": cfg.encoder.get("feature"),  # the probed kind (null: the encoder's only one)
         "normalize": normalize,
-        "backend": outcome.backend,
-        "device": device,
         "dtype": dtype,
         "weights": weights,  # {model, revision asked, commit loaded} for hub weights, else None
         "seconds": {"extract": round(extract_seconds, 3),
@@ -150,5 +136,4 @@ def probe_stage(
         "test_content_hash": (entries["test"].meta() or {}).get("content_hash"),
         "config": OmegaConf.to_container(cfg, resolve=True),
     })  # fmt: skip
-    record["path"] = str(write_result(path, record))
-    return record
+    return save(result_path(cfg.results_dir, name, cfg.dataset.name, outcome.eval), record, outcome)

@@ -14,7 +14,7 @@ from conftest import REPO
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 PROBE = REPO / "probe"
-ENTRY_MODULES = {"__init__", "__main__", "run", "grid", "table", "convert"}
+ENTRY_MODULES = {"__init__", "__main__", "api", "run", "grid", "table", "convert"}
 ENTRY_PACKAGES = {"bench"}
 # what each stage package may import (besides itself and the root package's __version__);
 # the same rule each package's __init__ docstring states

@@ -1,4 +1,4 @@
-"""`python -m probe.bench solvers|extract|evals|precomputed|memory|intervals [...]`: run one benchmark."""
+"""`python -m probe.bench solvers|extract|evals|precomputed|memory|intervals`: one benchmark."""
 
 from __future__ import annotations
 

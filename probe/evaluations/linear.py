@@ -5,12 +5,18 @@ evaluates every 16th point, then halves the step (8, 4, 2, 1 grid points) around
 comparing the best with its two neighbours at each step. Ties go to the smaller C (stronger
 regularisation). Points are never refitted: each C is evaluated once and recorded in the order
 it was tried.
+
+The protocol is three parts, each callable on its own (the CLI, the Python API's
+`LinearProbe` and the benches use them alike): `select_C` (the search on val, the grid and
+its schedule as parameters), `refit` (one fit at the chosen C on train + val) and the test
+score; `run_protocol` chains them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +77,14 @@ def search(
     val: tuple[np.ndarray, np.ndarray],
     num_classes: int,
     metric: str,
+    grid: np.ndarray = GRID,
+    initial: Sequence[int] = INITIAL,
+    steps: Sequence[int] = STEPS,
 ) -> SearchResult:
-    """Run the parametric binary search over C; selection by `metric` on the val split."""
+    """Run the parametric binary search over C; selection by `metric` on the val split.
+
+    `grid` holds the C values (ascending; the search works on its indices), `initial` the
+    indices of the first round and `steps` the half-widths of the refinement rounds."""
     X, y = train
     Xv, yv = val
     res = SearchResult(best_C=float("nan"), best_index=-1)
@@ -85,7 +97,7 @@ def search(
         t0 = time.perf_counter()
         inits = [_warm_start(res.fits, k) for k in new]
         fits = solver.fit_many(
-            X, y, Cs=[GRID[k] for k in new], num_classes=num_classes, inits=inits
+            X, y, Cs=[grid[k] for k in new], num_classes=num_classes, inits=inits
         )
         seconds = (time.perf_counter() - t0) / len(new)
         # a safe place to stop: SIGTERM's own raise is lost if it lands in a finalizer
@@ -94,7 +106,7 @@ def search(
             scores[k] = score(solver.predict(fit, Xv), yv, metric)
             res.fits[k] = fit
             rec = {
-                "C": float(GRID[k]),
+                "C": float(grid[k]),
                 "val_score": scores[k],
                 "converged": bool(fit.converged),
                 "iterations": int(fit.iterations),
@@ -103,7 +115,7 @@ def search(
             res.records.append(rec)
             log.info(
                 "search C=%.3g: val %s %.2f (%d iterations%s, %.1fs)",
-                GRID[k], metric, scores[k], fit.iterations,
+                grid[k], metric, scores[k], fit.iterations,
                 "" if fit.converged else ", NOT converged", seconds,
             )  # fmt: skip
 
@@ -111,15 +123,46 @@ def search(
         # max score, ties toward the smaller index (smaller C = stronger regularisation)
         return max(sorted(points), key=lambda k: (scores[k], -k))
 
-    evaluate(INITIAL)
-    peak = best(INITIAL)
-    for step in STEPS:
-        trio = [max(peak - step, 0), peak, min(peak + step, len(GRID) - 1)]
+    evaluate(list(initial))
+    peak = best(list(initial))
+    for step in steps:
+        trio = [max(peak - step, 0), peak, min(peak + step, len(grid) - 1)]
         evaluate(trio)
         peak = best(trio)
     res.best_index = peak
-    res.best_C = float(GRID[peak])
+    res.best_C = float(grid[peak])
     return res
+
+
+def select_C(
+    *,
+    solver: Solver,
+    train: Pair,
+    val: Pair,
+    num_classes: int,
+    metric: str,
+    **schedule: Any,
+) -> SearchResult:
+    """The C the protocol chooses on val (`search`; `schedule`: its grid, initial points and
+    steps), warning about every searched C whose fit did not meet the rule."""
+    found = search(solver=solver, train=train, val=val, num_classes=num_classes,
+                   metric=metric, **schedule)  # fmt: skip
+    _warn_unconverged(found.records, getattr(solver, "max_iter", None))
+    return found
+
+
+def refit(
+    *, solver: Solver, train: Pair, C: float, num_classes: int, init: Fit | None = None
+) -> Fit:
+    """The final head: one fit at the chosen C on the rows given (train + val)."""
+    fit = solver.fit(train[0], train[1], C=C, num_classes=num_classes, init=init)
+    if not fit.converged:
+        log.warning(
+            "final fit at C=%.3g did not converge in %d iterations (max |gradient| %.3g, "
+            "above probe.tol)", C, fit.iterations, fit.grad_max if fit.grad_max is not None
+            else float("nan"),
+        )  # fmt: skip
+    return fit
 
 
 def refit_and_test(
@@ -132,13 +175,7 @@ def refit_and_test(
     metric: str,
     init: Fit | None = None,
 ) -> tuple[float, Fit]:
-    fit = solver.fit(train[0], train[1], C=C, num_classes=num_classes, init=init)
-    if not fit.converged:
-        log.warning(
-            "final fit at C=%.3g did not converge in %d iterations (max |gradient| %.3g, "
-            "above probe.tol)", C, fit.iterations, fit.grad_max if fit.grad_max is not None
-            else float("nan"),
-        )  # fmt: skip
+    fit = refit(solver=solver, train=train, C=C, num_classes=num_classes, init=init)
     return score(solver.predict(fit, test[0]), test[1], metric), fit
 
 
@@ -177,9 +214,8 @@ def run_protocol(
     both fits; the copy is released before the caller goes on."""
     both = Rows.cat(train[0], val[0])
     y_both = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])
-    found = search(solver=solver, train=(both.head(len(train[1])), train[1]), val=val,
-                   num_classes=num_classes, metric=metric)  # fmt: skip
-    _warn_unconverged(found.records, getattr(solver, "max_iter", None))
+    found = select_C(solver=solver, train=(both.head(len(train[1])), train[1]), val=val,
+                     num_classes=num_classes, metric=metric)  # fmt: skip
     test_score, final = refit_and_test(
         solver=solver, train=(both, y_both), test=test, C=found.best_C,
         num_classes=num_classes, metric=metric, init=found.fits.get(found.best_index),

@@ -97,8 +97,14 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def stamp(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with what every result says of its making: library versions, the
+    harness commit and the time."""
+    return {**record, "versions": versions(), "git": git_commit(), "created": now_iso()}
+
+
 def write_result(path: Path, record: dict[str, Any]) -> Path:
-    record = {**record, "versions": versions(), "git": git_commit(), "created": now_iso()}
+    record = stamp(record)
     needed = (*REQUIRED_FIELDS, *REQUIRED_BY_EVAL.get(record.get("eval"), ()))
     missing = [k for k in needed if k not in record]
     if missing:  # a programming error, not a user one

@@ -53,9 +53,20 @@ def _in_memory_f32(X: np.ndarray | Rows) -> bool:
     )
 
 
-def device_copy(X: np.ndarray | Rows, device: str) -> torch.Tensor:
+def device_block(X: np.ndarray | Rows | torch.Tensor, start: int, stop: int, device: str):
+    """Rows [start, stop) of X as float32 on `device`; a tensor's rows go there directly
+    (a GPU tensor never makes a round trip through host memory)."""
+    if isinstance(X, torch.Tensor):
+        return X[start:stop].to(device=device, dtype=torch.float32)
+    return torch.from_numpy(read_block(X, start, stop)).to(device)
+
+
+def device_copy(X: np.ndarray | Rows | torch.Tensor, device: str) -> torch.Tensor:
     """X as an (N, D) float32 tensor on `device`: the caller's own array when it already is
-    one in host memory (never written to), else filled chunk by chunk."""
+    one in host memory or is a float32 tensor there (never written to), else filled chunk
+    by chunk."""
+    if isinstance(X, torch.Tensor):
+        return X.to(device=device, dtype=torch.float32)
     if device == "cpu" and _in_memory_f32(X):
         with warnings.catch_warnings():  # read-only arrays: the tensor is only ever read
             warnings.simplefilter("ignore", UserWarning)
@@ -63,7 +74,7 @@ def device_copy(X: np.ndarray | Rows, device: str) -> torch.Tensor:
     n, d = X.shape
     out = torch.empty((n, d), dtype=torch.float32, device=device)
     for s in range(0, n, ROWS):
-        out[s : s + ROWS] = torch.from_numpy(read_block(X, s, s + ROWS)).to(device)
+        out[s : s + ROWS] = device_block(X, s, s + ROWS, device)
     return out
 
 

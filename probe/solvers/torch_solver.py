@@ -53,7 +53,7 @@ from probe.solvers.base import (
     refuse_removed,
 )
 from probe.solvers.lbfgs import Eval, HeadSpec, Point, drive
-from probe.solvers.resident import Problem, Resident, read_block
+from probe.solvers.resident import Problem, Resident, device_block
 from probe.solvers.track import Track
 
 log = logging.getLogger(__name__)
@@ -276,8 +276,8 @@ class TorchSolver(Solver):
         b = torch.from_numpy(np.asarray(fit.intercept, np.float32)).to(self.device)
         out = np.empty(len(X), dtype=np.int64)
         for s in range(0, len(X), chunk):
-            xb = torch.from_numpy(read_block(X, s, s + chunk))
-            out[s : s + chunk] = (xb.to(self.device) @ W.T + b).argmax(1).cpu().numpy()
+            xb = device_block(X, s, s + chunk, self.device)
+            out[s : s + chunk] = (xb @ W.T + b).argmax(1).cpu().numpy()
         return out
 
 
