@@ -18,9 +18,12 @@ from pathlib import Path
 import fakes
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, compose_cfg
+from test_npz import features, write
 
+from probe.core.errors import ProbeError
 from probe.features.cache import fingerprint
+from probe.run import run
 
 # --- 1. symlink loops and second names: each walk ends, each file once ----------------------
 
@@ -135,6 +138,134 @@ def test_a_model_directory_with_links_is_stamped_file_by_file(tmp_path: Path) ->
     before = fp()
     (shards / "w.bin").write_bytes(b"b" * 65)
     assert fp() != before
+
+
+# --- 2. an input is what it is, not the name it is reached through ----------------------------
+
+
+def npz_run(tmp_path: Path, path: Path | str, *extra: str) -> list[str]:
+    return [f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}",
+            "encoder=precomputed", "dataset=npz", f"dataset.path={path}", "probe.max_iter=30",
+            *extra]  # fmt: skip
+
+
+@pytest.fixture
+def two_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Two different feature files: `b` has other training rows than `a`."""
+    a = write(tmp_path / "a.npz")
+    x, y = features(300, seed=7, shift=4.0)
+    return a, write(tmp_path / "b.npz", x_train=x, y_train=(y + 1) % 3)
+
+
+def test_a_repointed_link_is_never_probed_from_the_old_files_cache(tmp_path, two_files) -> None:
+    a, b = two_files
+    link = tmp_path / "current.npz"
+    os.symlink(a, link)
+    run(compose_cfg(npz_run(tmp_path, link)))
+    os.unlink(link)
+    os.symlink(b, link)
+    with pytest.raises(ProbeError, match="dataset samples or labels changed"):
+        run(compose_cfg(npz_run(tmp_path, link, "stage=probe")))
+    fresh = run(compose_cfg(npz_run(tmp_path, b)))
+    assert run(compose_cfg(npz_run(tmp_path, link)))["score"] == fresh["score"]
+
+
+def test_a_relative_path_from_another_directory_is_another_file(
+    tmp_path, two_files, monkeypatch
+) -> None:
+    a, b = two_files
+    for folder, source in (("one", a), ("two", b)):
+        (tmp_path / folder).mkdir()
+        os.link(source, tmp_path / folder / "feats.npz")
+    monkeypatch.chdir(tmp_path / "one")
+    run(compose_cfg(npz_run(tmp_path, "feats.npz")))
+    monkeypatch.chdir(tmp_path / "two")
+    with pytest.raises(ProbeError, match="dataset samples or labels changed"):
+        run(compose_cfg(npz_run(tmp_path, "feats.npz", "stage=probe")))
+    monkeypatch.chdir(tmp_path)  # gone from here: the cache is all the probe needs
+    probed = run(compose_cfg(npz_run(tmp_path, "feats.npz", "stage=probe")))
+    assert probed["n_train"] + probed["n_val"] == 300
+
+
+def test_a_file_rewritten_with_its_old_size_and_times_is_caught(tmp_path, two_files) -> None:
+    a, b = two_files
+    target = tmp_path / "feats.npz"
+    target.write_bytes(a.read_bytes())
+    run(compose_cfg(npz_run(tmp_path, target)))
+    st = target.stat()
+    assert st.st_size == b.stat().st_size
+    target.write_bytes(b.read_bytes())  # in place: same inode, size; the times put back
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ProbeError, match="dataset samples or labels changed"):
+        run(compose_cfg(npz_run(tmp_path, target, "stage=probe")))
+
+
+def test_a_link_to_a_copy_of_the_same_file_still_probes(tmp_path, two_files) -> None:
+    a, _ = two_files
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(a.read_bytes())
+    link = tmp_path / "current.npz"
+    os.symlink(a, link)
+    first = run(compose_cfg(npz_run(tmp_path, link)))
+    os.unlink(link)
+    os.symlink(copy, link)
+    assert run(compose_cfg(npz_run(tmp_path, link, "stage=probe")))["score"] == first["score"]
+
+
+def _twin_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """Two model folders with the same file names, sizes and times, but other weights."""
+    out = []
+    for name, fill in (("v1", b"a"), ("v2", b"b")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(fill * 128)
+        os.utime(folder / "model.safetensors", ns=(10**18, 10**18))
+        out.append(folder)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("key", ["model", "checkpoint"])
+def test_a_repointed_model_or_checkpoint_link_is_another_fingerprint(tmp_path, key) -> None:
+    v1, v2 = _twin_dirs(tmp_path)
+    link = tmp_path / "current"
+
+    def fp(target: Path) -> dict:
+        if link.is_symlink():
+            link.unlink()
+        os.symlink(target, link)
+        where = link if key == "model" else link / "model.safetensors"
+        enc = {"name": "m", "model": "timm_arch", key: str(where)}
+        return fingerprint(encoder=enc, dataset={"name": "d"}, split="train", dtype="float32")
+
+    assert fp(v1) == fp(v1) and fp(v1) != fp(v2)
+
+
+def test_a_relative_model_path_from_another_directory_is_another_fingerprint(
+    tmp_path, monkeypatch
+) -> None:
+    v1, v2 = _twin_dirs(tmp_path)
+    enc = {"name": "hf", "model": "weights"}
+    fps = []
+    for folder in (v1, v2):
+        (tmp_path / f"cwd_{folder.name}").mkdir()
+        os.symlink(folder, tmp_path / f"cwd_{folder.name}" / "weights")
+        monkeypatch.chdir(tmp_path / f"cwd_{folder.name}")
+        fps.append(fingerprint(encoder=enc, dataset={"name": "d"}, split="t", dtype="float32"))
+    assert fps[0] != fps[1]
+
+
+def test_a_repointed_dataset_root_link_is_another_fingerprint(tmp_path: Path) -> None:
+    """dataset.root counts by its real path (held before issue 24; kept)."""
+    v1, v2 = _twin_dirs(tmp_path)
+    link = tmp_path / "data_link"
+    fps = []
+    for target in (v1, v2):
+        if link.is_symlink():
+            link.unlink()
+        os.symlink(target, link)
+        ds = {"name": "imagefolder", "root": str(link)}
+        fps.append(fingerprint(encoder={"name": "e"}, dataset=ds, split="t", dtype="float32"))
+    assert fps[0] != fps[1]
 
 
 def test_identity_helpers_agree_with_numpy() -> None:
