@@ -18,7 +18,7 @@ from pathlib import Path
 import fakes
 import numpy as np
 import pytest
-from conftest import REPO, compose_cfg
+from conftest import REPO, compose_cfg, run_cli
 from test_npz import features, write
 
 from probe.core.errors import ProbeError
@@ -266,6 +266,94 @@ def test_a_repointed_dataset_root_link_is_another_fingerprint(tmp_path: Path) ->
         ds = {"name": "imagefolder", "root": str(link)}
         fps.append(fingerprint(encoder={"name": "e"}, dataset=ds, split="t", dtype="float32"))
     assert fps[0] != fps[1]
+
+
+# --- 5. names that become path components ---------------------------------------------------
+
+BAD_NAMES = ["../../escaped", "../x", "a/b", "..", ".", ".hidden", "", "ABS"]
+
+
+def _deep(tmp_path: Path) -> Path:
+    """A working folder deep enough that `..` names still land inside tmp_path."""
+    here = tmp_path / "a" / "b" / "c" / "d"
+    here.mkdir(parents=True)
+    return here
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+@pytest.mark.parametrize("key", ["dataset.name", "encoder.name"])
+@pytest.mark.parametrize("value", BAD_NAMES)
+def test_a_name_that_would_leave_its_folder_is_refused_before_any_write(tmp_path, key, value):
+    here = _deep(tmp_path)
+    value = str(tmp_path / "abs_escape") if value == "ABS" else value
+    args = [f"cache_dir={here / 'cache'}", f"results_dir={here / 'results'}",
+            f"data_root={here / 'data'}", f"{key}={value}"]  # fmt: skip
+    with pytest.raises(ProbeError) as err:
+        run(compose_cfg(args))
+    msg = str(err.value)
+    assert msg.startswith(f"{key}={value!r} ") and "\n" not in msg and "plain name" in msg
+    assert _files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["logs", "tables", "a@b", "x\ty"])
+def test_encoder_names_the_results_dir_or_the_result_name_reserves(tmp_path, value) -> None:
+    args = [f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}",
+            f"encoder.name={value}"]  # fmt: skip
+    with pytest.raises(ProbeError, match=r"encoder.name="):
+        run(compose_cfg(args))
+    assert _files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["../../escaped", "ABS"])
+def test_the_cli_refuses_a_bad_name_before_hydra_makes_its_log_folder(tmp_path, value) -> None:
+    here = _deep(tmp_path)
+    value = str(tmp_path / "abs_escape") if value == "ABS" else value
+    args = [f"cache_dir={here / 'cache'}", f"results_dir={here / 'results'}",
+            f"dataset.name={value}", "stage=extract"]  # fmt: skip
+    proc = run_cli(args, cwd=here)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-2000:]
+    assert f"dataset.name={value!r}" in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1
+    assert _files_under(tmp_path) == []
+
+
+def test_a_grid_with_a_bad_name_fails_at_planning(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from probe.launch.grid import make_grid
+
+    grid = {"name": "g", "encoders": ["pixels"], "datasets": ["digits"],
+            "variants": [["encoder.name=ok"], ["encoder.name=../../out"]]}  # fmt: skip
+    res = tmp_path / "r"
+    cfg = OmegaConf.create({"grid": grid, "results_dir": str(res), "tasks_dir": str(res / "t"),
+                            "force": False})  # fmt: skip
+    with pytest.raises(ProbeError, match=r"encoder.name='../../out' holds a path separator"):
+        make_grid(cfg)
+    cfg.grid = {**grid, "name": "../g", "variants": [["encoder.name=ok"]]}
+    with pytest.raises(ProbeError, match=r"grid.name='../g'"):
+        make_grid(cfg)
+    assert _files_under(tmp_path) == []
+
+
+def test_the_corrupt_scan_memo_lives_under_cache_dir(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("PROBE_SCAN_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    args = [f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}",
+            "dataset=imagefolder", *fake.overrides, "dataset.skip_corrupt=true",
+            "stage=extract"]  # fmt: skip
+    run(compose_cfg(args))
+    assert len(list((tmp_path / "cache" / ".scans").glob("*.json"))) == 3  # train, val, test
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+    monkeypatch.setenv("PROBE_SCAN_CACHE", str(tmp_path / "moved"))  # the user's choice wins
+    run(compose_cfg([*args, f"cache_dir={tmp_path / 'cache2'}"]))
+    assert len(list((tmp_path / "moved").glob("*.json"))) == 3
+    assert not (tmp_path / "cache2" / ".scans").exists()
 
 
 def test_identity_helpers_agree_with_numpy() -> None:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from probe.core.errors import ProbeError
 from probe.core.io import write_text_atomic
+from probe.core.names import check_name, check_run_names
 from probe.core.paths import compose_config, slurm_script
 from probe.report.record import result_name, result_path
 
@@ -96,6 +97,10 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
         except (HydraException, OmegaConfBaseException) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))
             continue
+        try:
+            check_run_names(cfg)
+        except ProbeError as err:
+            raise ProbeError(f"{err} (the grid's run `{shlex.join(run)}`)") from None
         out.append(Run(overrides=tuple(overrides), result=path, config=cfg))
     if problems:
         listed = "; ".join(f"{msg} (e.g. `{run}`)" for msg, run in problems.items())
@@ -161,6 +166,6 @@ def make_grid(cfg: DictConfig) -> tuple[Path, list[Run], list[Run]]:
     extra = shlex.split(str(cfg.get("extra") or ""))
     runs = resolve_runs(expand(cfg.grid, extra=extra), results_dir=cfg.results_dir)
     todo, done = plan(runs, force=bool(cfg.force))
-    name = cfg.grid.get("name") or "grid"
+    name = check_name(cfg.grid.get("name") or "grid", key="grid.name")  # the task file's name
     task_file = Path(cfg.tasks_dir).expanduser().resolve() / f"{name}.txt"
     return write_tasks(task_file, todo), todo, done
