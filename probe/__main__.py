@@ -7,9 +7,10 @@ import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from probe.core.errors import ProbeError, exit_on_probe_error
+from probe.core.names import RESERVED, check_name
 from probe.core.paths import config_dir
 from probe.core.preempt import exit_on_preemption
 
@@ -24,6 +25,21 @@ REAL_COMMAND = "python -m probe encoder=mlcd_l14 dataset=cifar100"
 # Under torchrun every rank runs this app: give each rank its own Hydra run dir (`_rankN`).
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     os.environ.setdefault("PROBE_LOG_SUFFIX", f"_rank{os.environ.get('RANK', '0')}")
+
+
+def log_dir_name(value: object, key: str) -> str:
+    """`${probe_name:${encoder.name},encoder.name}` in configs/config.yaml's log folder: Hydra
+    makes that folder before `main` runs, so a name that would put it elsewhere (`..`, `/`)
+    ends the run here, in one line and with status 2, before anything is written."""
+    try:
+        reserved = RESERVED if key == "encoder.name" else frozenset()
+        return check_name(value, key=key, reserved=reserved)
+    except ProbeError as err:
+        sys.stderr.write(f"probe: {err}\n")
+        sys.exit(2)
+
+
+OmegaConf.register_new_resolver("probe_name", log_dir_name, replace=True)
 
 
 def summary(record: dict) -> str:

@@ -18,6 +18,7 @@ from probe.core.device import resolve_device
 from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.core.limits import device_limit, host_limit
+from probe.core.names import check_run_names
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
 from probe.evaluations.normalize import check_normalize, normalize_rows
@@ -45,6 +46,7 @@ def warn_sizes(dataset: DatasetFacts, sizes: dict[str, int]) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
+    check_run_names(cfg)  # before anything is written: names become folders (core/names.py)
     if cfg.stage not in STAGES:
         raise ProbeError(f"stage={cfg.stage!r} is not valid; allowed: {', '.join(STAGES)}")
     if int(cfg.batch_size) <= 0:

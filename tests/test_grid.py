@@ -13,6 +13,7 @@ import pytest
 from conftest import CONFIGS, REPO, config_names, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from resultkit import write_result
 
 from probe.launch.grid import expand, make_grid, sbatch_command
 
@@ -114,8 +115,7 @@ def tiny_grid_cfg(tmp_path: Path, *, force: bool = False) -> OmegaConf:
 
 
 def fake_result(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"encoder": path.parent.name, "dataset": path.stem}))
+    write_result(path, {"encoder": path.parent.name, "dataset": path.stem})
 
 
 def test_task_file_skips_existing_results_unless_forced(tmp_path: Path) -> None:
@@ -192,7 +192,7 @@ def test_sbatch_script_runs_each_task_once(tmp_path: Path) -> None:
         assert rec["feature_dim"] == dim and rec["config"]["probe"]["max_iter"] == 50
     stamp = first.stat().st_mtime_ns
     again = run_task(task_file, 1)
-    assert again.returncode == 0 and "exists: skipping" in again.stdout
+    assert again.returncode == 0 and "is done: skipping" in again.stdout
     assert first.stat().st_mtime_ns == stamp
     outside = run_task(task_file, 3)
     assert outside.returncode == 2 and "outside 1-2" in outside.stderr

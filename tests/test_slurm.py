@@ -119,7 +119,7 @@ def test_printed_array_runs_on_a_cpu_partition_then_resubmission_skips(slurm, tm
     again = submit(slurm, command, tmp_path)
     assert states(slurm.wait(again)) == {i: ("COMPLETED", "0:0") for i in (1, 2, 3)}
     for i in (1, 2, 3):
-        assert "exists: skipping" in task_log(tmp_path, again, i)
+        assert "is done: skipping" in task_log(tmp_path, again, i)
     assert {p: p.stat().st_mtime_ns for p in results.values()} == stamps
     out, command = grid_command(slurm, tmp_path, "tiny", "resources.cpus=1")
     assert "all 3 results exist; nothing to submit" in out and not command

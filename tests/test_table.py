@@ -12,6 +12,7 @@ import pytest
 from conftest import CONFIGS, REPO, config_names
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from resultkit import write_result
 
 from probe.core.errors import ProbeError
 from probe.core.paths import published_dir
@@ -28,8 +29,11 @@ def table_cfg(name: str, overrides: list[str]):
 
 
 def write(path: Path, record: dict | str) -> Path:
+    """A result file: text as given, a record completed to a done result (`resultkit`)."""
+    if not isinstance(record, str):
+        return write_result(path, record)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    path.write_text(record)
     return path
 
 
@@ -65,7 +69,7 @@ def results(tmp_path: Path) -> Path:
     write(root / "mlcd_l14" / "pets.json", result("mlcd_l14", "pets", 90.0, metric="top1"))
     write(root / "clip_l14" / "pets.json", result("clip_l14", "pets", 91.0, "mean_per_class"))
     write(root / "clip_l14" / "dtd.json", '{"encoder": "clip_l14", "dataset": "dt')  # truncated
-    write(root / "clip_l14" / "notes.json", {"comment": "not a result"})
+    write(root / "clip_l14" / "notes.json", json.dumps({"comment": "not a result"}))
     write(root / "logs" / "stale.json", result("mlcd_l14", "dtd", 1.0))  # would be duplicates
     write(root / "tables" / "stale.json", result("mlcd_l14", "dtd", 1.0))
     write(root / "pixels" / "digits.json", result("pixels", "digits", 95.0))  # not in the table
@@ -135,11 +139,13 @@ def test_duplicates_across_results_dirs_name_both_files(results: Path, tmp_path:
     assert str(results / "clip_l14" / "food101.json") in message and str(dup) in message
 
 
-def test_duplicate_by_renamed_encoder(results: Path) -> None:
-    """A file under another folder that claims the same cell (e.g. encoder.name) is a duplicate."""
+def test_a_copy_under_another_folder_is_refused_not_mixed_in(results: Path) -> None:
+    """A file under another folder whose record claims a cell (a copy or a move) is not the
+    result of that folder's encoder: listed with its fix, never shown (issue 24)."""
     write(results / "mlcd_l14_copy" / "food101.json", result("mlcd_l14", "food101", 1.0))
-    with pytest.raises(ProbeError, match="mlcd_l14_copy/food101.json"):
-        make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+    _, _, md = make_table(table_cfg("mlcd_linear_probe", [f"results_dir={results}"]))
+    assert md_row(md, "Food101")[1].startswith("96.46")
+    assert "mlcd_l14_copy/food101.json: its record is mlcd_l14 on food101 (linear)" in md
 
 
 def test_imagenet_table_keeps_its_own_published_value(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ runs when the dataset is built, because a split's rows decide the cache's row co
 content hash before any feature is extracted. Its outcome is remembered per split in a small
 JSON file keyed by the split's ids, labels and each file's size and modification time, so a
 rerun (e.g. `stage=probe` on a CPU node) does not decode everything again; touching any
-file rescans. The memo lives in `$PROBE_SCAN_CACHE`, else `$XDG_CACHE_HOME/probe/scans`
-(`~/.cache/probe/scans`).
+file rescans. The memo lives in `$PROBE_SCAN_CACHE` if set, else under the run's cache
+(`{cache_dir}/.scans`; a dataset built outside a run: `$XDG_CACHE_HOME/probe/scans`).
 
 Under torchrun the scan runs once: rank 0 builds the dataset inside `recorded()`, which
 collects each split's outcome, and the other ranks build theirs inside `answered(outcomes)`,
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # filled inside `recorded()`, read inside `answered()`; empty otherwise
 _SHARED: dict[str, list[int]] = {}
 _MODE: list[str] = []
+_MEMO_ROOT: list[Path] = []  # the running run's memo folder (`memo_under`)
 
 
 @contextmanager
@@ -65,9 +66,24 @@ def answered(outcomes: dict[str, list[int]]) -> Iterator[None]:
         _SHARED.clear()
 
 
+@contextmanager
+def memo_under(cache_dir: str | Path) -> Iterator[None]:
+    """Inside the block (a run's dataset build) the memo lives in `{cache_dir}/.scans`: a
+    run writes only under the folders it was given (hidden: no encoder folder is so named)."""
+    _MEMO_ROOT.append(Path(cache_dir).expanduser() / ".scans")
+    try:
+        yield
+    finally:
+        _MEMO_ROOT.pop()
+
+
 def memo_dir() -> Path:
+    """`$PROBE_SCAN_CACHE` (the user's choice), else the run's `{cache_dir}/.scans`, else (a
+    dataset built outside a run) `$XDG_CACHE_HOME/probe/scans`."""
     if os.environ.get("PROBE_SCAN_CACHE"):
         return Path(os.environ["PROBE_SCAN_CACHE"]).expanduser()
+    if _MEMO_ROOT:
+        return _MEMO_ROOT[-1]
     base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(base).expanduser() / "probe" / "scans"
 

@@ -194,7 +194,11 @@ def build(
 
 
 def file_stamp(path: Path) -> dict[str, Any]:
-    """What tells a replaced file without reading it: `stage=probe` compares it (a file that
-    changed is hashed and checked against the cache; a file that is gone is not needed)."""
+    """What tells another or a replaced file without reading it: `stage=probe` compares it
+    (`probe.features.cached`) with the file `dataset.path` (`key`) leads to then. `path` is
+    the real path (the config's name may be a link); size, times and inode tell a file
+    rewritten in place. A file that changed is hashed and checked against the cache; a file
+    that is gone is not needed."""
     st = path.stat()
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"key": "path", "path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 
 from probe.core.errors import ProbeError
 from probe.core.io import write_json_atomic
+from probe.core.walk import walk_files
 from probe.encoders.kinds import DEFINITIONS
 
 log = logging.getLogger(__name__)
@@ -72,11 +74,14 @@ def fingerprint(
 
     A dataset `root` under `data_root` counts by its relative path, so moving the whole data
     root keeps the cache while two different folders (say two `imagefolder` runs) never share
-    one. A local model directory counts with its files' sizes and modification times, so a
-    re-converted checkpoint at the same path is re-extracted; so does a local weights file
-    (`checkpoint`, the timm family's). A feature kind whose definition changed since the cache
-    began counts with its definition's number (`kinds.DEFINITIONS`): an entry extracted under an
-    older meaning of `cls` is never read as today's; `pooler_output` entries are unchanged.
+    one; the root counts by its real path, so a link re-pointed to another folder is another
+    entry. A local model directory counts with its files' sizes and modification times (and
+    real paths, where reached through a link: `_files_stamp`), so a re-converted checkpoint
+    at the same path, or a link re-pointed to another, is re-extracted; so does a local
+    weights file (`checkpoint`, the timm family's). A feature kind whose definition changed
+    since the cache began counts with its definition's number (`kinds.DEFINITIONS`): an entry
+    extracted under an older meaning of `cls` is never read as today's; `pooler_output`
+    entries are unchanged.
     """
     ds = {k: v for k, v in sorted(dataset.items()) if k not in DATASET_IGNORED}
     if ds.get("root"):
@@ -103,11 +108,25 @@ def _location(root: str, data_root: str | None) -> str:
 
 
 def _files_stamp(model_dir: Path, only: str | None = None) -> str:
+    """Each file's name, size and modification time below `model_dir` (or of `only` in it).
+
+    The walk follows links once (`probe.core.walk`: a loop ends, a file counts once). A file
+    the name does not lead to directly (through a link, or a relative path, which depends on
+    the working directory) also counts with its real path: a link re-pointed to another
+    checkpoint of the same size and age is another stamp, so another cache entry.
+    """
     h = hashlib.sha256()
-    files = [model_dir / only] if only else (p for p in model_dir.rglob("*") if p.is_file())
+    files = [model_dir / only] if only else map(Path, walk_files(model_dir).files)
     for f in sorted(files):
-        st = f.stat()
-        h.update(f"{f.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        try:
+            st = f.stat()
+        except OSError:  # a dangling link: not a file the model can read
+            continue
+        line = f"{f.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns}"
+        real = os.path.realpath(f)
+        if real != os.path.normpath(f):
+            line += f":{real}"
+        h.update(f"{line}\n".encode())
     return h.hexdigest()
 
 

@@ -9,7 +9,8 @@ with the config's `val:` by the rule the dataset itself applies (`resolve_val`),
 the carve still needs no re-extraction. What the images hold now is not compared here: a
 `stage=extract` or `stage=all` run checks the cache against them (ids, labels, counts). A
 one-file source (`dataset=npz`) that is still there is stat-ed: replaced since the
-extraction, it is hashed and checked as before.
+extraction (or another file behind its name: a re-pointed link), it is hashed and checked
+as before.
 
 An entry's dtype: `encoder.dtype=auto` means bf16 on CUDA and fp32 elsewhere at extraction,
 so a CPU node probing what a GPU node extracted looks for both, this device's first.
@@ -76,9 +77,9 @@ def probe_inputs(
         log.info("%s: cached before meta.json recorded the dataset; building the dataset to "
                  "check it (a stage=extract run adds the record)", train.path)  # fmt: skip
         return None
-    if _changed(about.get("stamp")):
-        log.info("%s changed since it was extracted: checking it against the cache",
-                 about["stamp"]["path"])  # fmt: skip
+    changed = _changed(about.get("stamp"), cfg.dataset)
+    if changed:
+        log.info("%s: checking it against the cache", changed)
         return None
     if dtype != candidates[0]:
         log.info("probing features computed in %s (encoder.dtype=auto at extraction)", dtype)
@@ -95,15 +96,31 @@ def probe_inputs(
     return facts, entries, dtype
 
 
-def _changed(stamp: dict[str, Any] | None) -> bool:
-    """A one-file source (npz) present but not the file that was extracted."""
+STAT_FIELDS = {"size": "st_size", "mtime_ns": "st_mtime_ns", "ctime_ns": "st_ctime_ns",
+               "inode": "st_ino"}  # fmt: skip
+
+
+def _changed(stamp: dict[str, Any] | None, dataset: Any) -> str | None:
+    """How a one-file source (npz) present now is not the file that was extracted, or None.
+
+    The file is the one the config's name (`dataset.path`) leads to now, by its real path: a
+    link re-pointed to another file, or a relative path from another directory, is another
+    file even though the name is the same. The extracted file rewritten in place shows in its
+    size, times or inode. A name that leads to no file: the cache is all the probe needs.
+    """
     if not stamp:
-        return False
+        return None
+    given = dataset.get(stamp.get("key", "path"))
+    now = os.path.realpath(os.path.expanduser(str(given))) if given else stamp["path"]
     try:
-        st = os.stat(stamp["path"])
+        st = os.stat(now)
     except OSError:
-        return False  # gone: the cache is all the probe needs
-    return (st.st_size, st.st_mtime_ns) != (stamp["size"], stamp["mtime_ns"])
+        return None  # gone: the cache is all the probe needs
+    if now != stamp["path"]:
+        return f"dataset.{stamp.get('key', 'path')}={given} now leads to {now}, not {stamp['path']}"
+    if any(k in stamp and stamp[k] != getattr(st, f) for k, f in STAT_FIELDS.items()):
+        return f"{now} changed since it was extracted"
+    return None
 
 
 def _facts(cfg: DictConfig, about: dict[str, Any]) -> CachedDataset:

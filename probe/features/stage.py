@@ -84,6 +84,11 @@ def build_dataset(cfg: DictConfig, ctx: Context | None = None) -> ImageDataset:
     """The run's dataset, on every rank; with `dataset.skip_corrupt` the corrupt-image scan
     runs on rank 0 only and the other ranks take its outcome (`probe.datasets.corrupt`)."""
     ctx = ctx or Context()
+    with corrupt.memo_under(cfg.cache_dir):  # the scan memo, unless $PROBE_SCAN_CACHE moves it
+        return _build_dataset(cfg, ctx)
+
+
+def _build_dataset(cfg: DictConfig, ctx: Context) -> ImageDataset:
     if not ctx.active or not cfg.dataset.get("skip_corrupt"):
         return make(cfg.dataset)
     shared: dict[str, Any] = {}

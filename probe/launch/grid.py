@@ -3,7 +3,8 @@
 A grid config (`configs/grid/NAME.yaml`) names encoders, datasets and variants; every
 combination is one `python -m probe` run. Each run is composed with the real configs (so a
 typo fails here, not hours later on the cluster) to learn where its result will land; runs
-whose result exists are left out unless `force=true`. The task file has one line per run:
+whose result is done (`probe.report.done`: a whole, complete result of that run, not merely a
+file) are left out unless `force=true`. The task file has one line per run:
 
     encoder=E dataset=D [overrides...] results_dir=/abs/results  # result: /abs/results/E/D.json
 
@@ -13,7 +14,8 @@ whose result exists are left out unless `force=true`. The task file has one line
 Two runs that would write one result file are refused (a grid whose variants differ only in,
 say, `probe=` must give each variant a `results_dir=` or an `encoder.name=`).
 `slurm/probe_array.sbatch` runs line `SLURM_ARRAY_TASK_ID` (1-based) of it and skips the run
-when the file after `# result:` exists, so a resubmitted array does only what is missing.
+when the result after `# result:` is done (the same check, `python -m probe.report.done`), so
+a resubmitted array does only what is missing or damaged.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from omegaconf import DictConfig
 
 from probe.core.errors import ProbeError
 from probe.core.io import write_text_atomic
+from probe.core.names import check_name, check_run_names
 from probe.core.paths import compose_config, slurm_script
+from probe.report.done import read_result
 from probe.report.record import result_name, result_path
 
 log = logging.getLogger(__name__)
@@ -96,6 +100,10 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
         except (HydraException, OmegaConfBaseException) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))
             continue
+        try:
+            check_run_names(cfg)
+        except ProbeError as err:
+            raise ProbeError(f"{err} (the grid's run `{shlex.join(run)}`)") from None
         out.append(Run(overrides=tuple(overrides), result=path, config=cfg))
     if problems:
         listed = "; ".join(f"{msg} (e.g. `{run}`)" for msg, run in problems.items())
@@ -128,8 +136,18 @@ def refuse_shared_results(runs: list[Run]) -> None:
 
 
 def plan(runs: list[Run], *, force: bool) -> tuple[list[Run], list[Run]]:
-    """(to do, already done): runs whose result file exists are done unless `force`."""
-    done = [] if force else [r for r in runs if r.result.exists()]
+    """(to do, already done): a run is done when its result is (`probe.report.done`: whole,
+    complete, its own, with its head), unless `force`; a damaged one is done again."""
+    if force:
+        return list(runs), []
+    done = []
+    for run in runs:
+        why = read_result(run.result)[1]
+        if why is None:
+            done.append(run)
+        elif run.result.exists() or run.result.is_symlink():
+            log.warning("%s is not a finished result (%s): the grid runs it again", run.result,
+                        why)  # fmt: skip
     return [r for r in runs if r not in done], done
 
 
@@ -161,6 +179,6 @@ def make_grid(cfg: DictConfig) -> tuple[Path, list[Run], list[Run]]:
     extra = shlex.split(str(cfg.get("extra") or ""))
     runs = resolve_runs(expand(cfg.grid, extra=extra), results_dir=cfg.results_dir)
     todo, done = plan(runs, force=bool(cfg.force))
-    name = cfg.grid.get("name") or "grid"
+    name = check_name(cfg.grid.get("name") or "grid", key="grid.name")  # the task file's name
     task_file = Path(cfg.tasks_dir).expanduser().resolve() / f"{name}.txt"
     return write_tasks(task_file, todo), todo, done

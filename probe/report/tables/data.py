@@ -2,21 +2,20 @@
 
 A table config names rows and columns, one of them encoders and the other datasets; each
 (row, column) cell holds our score for that (encoder, dataset), the published one and their
-difference. Results come from `{results_dir}/{encoder}/{dataset}.json` files; the fields
-inside the file (not its path) say which cell it fills. A file that claims a cell another
-file already claims is an error; a result scored with another metric than the protocol's for
-its dataset is refused (listed, never mixed in). A result that is not a plain protocol run
-(`flags`) fills its cell with the reasons attached, which the text marks with a dagger.
-Each cell's interval keeps the level its run recorded; a column whose cells were run at
-different levels is refused (`stats.column_level`).
+difference. Results come from `{results_dir}/{encoder}/{dataset}.json` files, each file
+once and only done ones, at the path their own record names (`found.scan`: the others are
+listed with their fix). A file that claims a cell another file already claims is an error; a
+result scored with another metric than the protocol's for its dataset is refused (listed,
+never mixed in). A result that is not a plain protocol run (`flags`) fills its cell with the
+reasons attached, which the text marks with a dagger. Each cell's interval keeps the level
+its run recorded; a column whose cells were run at different levels is refused
+(`stats.column_level`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,13 @@ from omegaconf import OmegaConf
 from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
-from probe.report.record import LINEAR, name_overrides
+from probe.report.record import LINEAR
 from probe.report.tables import stats
 from probe.report.tables.flags import protocol_flags
+from probe.report.tables.found import Found, claims, fill_command, grid_command, scan
 from probe.report.tables.stats import PairDiff, pair
 
 log = logging.getLogger(__name__)
-# top-level folders of a results dir that hold no result JSONs
-NOT_RESULTS = frozenset({"logs", "tables", "published", "tasks", "multirun", "outputs"})
 PUBLISHED_COLUMNS = ("encoder", "dataset", "metric", "score", "source")
 KEYS = ("encoder", "dataset")
 
@@ -134,41 +132,33 @@ class TableData:
     ci: bool = True  # show intervals, published-within-interval and paired differences
     levels: dict[str, float] = field(default_factory=dict)  # column -> its intervals' level
     pair_level: float | None = None  # the paired differences' level (the table's bootstrap)
+    grid_command: str | None = None  # the grid that fills every missing cell, if the table has one
 
 
-def _parse_result(path: Path) -> tuple[Result | None, str | None]:
-    """(result, None), (None, why it is unreadable), or (None, None) for non-result JSON."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return None, f"{path}: not readable JSON ({err})"
-    if not isinstance(data, dict) or not all(k in data for k in KEYS):
-        return None, None
-    if data.get("eval", LINEAR) != LINEAR:  # a few-shot or k-NN result: not a paper-table cell
-        return None, None
+def _as_result(found: Found) -> tuple[Result | None, str | None]:
+    """A done linear result as a cell's value, or why its score cannot be one."""
+    data = found.record
     score = data.get("score")
-    if not isinstance(score, (int, float)) or isinstance(score, bool) or "metric" not in data:
-        return None, f"{path}: a result without a numeric `score` and a `metric`"
+    if not isinstance(score, (int, float)) or isinstance(score, bool):
+        return None, f"{found.path}: a result without a numeric `score`"
     enc, ds, metric = (str(data[k]) for k in ("encoder", "dataset", "metric"))
-    return Result(enc, ds, metric, float(score), path, data), None
+    return Result(enc, ds, metric, float(score), found.path, data), None
 
 
 def scan_results(results_dirs: list[str | Path]) -> tuple[list[Result], list[str]]:
-    """Every `{dir}/{encoder}/{dataset}.json` result, and the unreadable ones (as messages)."""
-    results, bad = [], []
+    """Every done `{dir}/{encoder}/{dataset}.json` result, and why each other is not
+    (`found.scan`: each file once, damaged, partial or misplaced ones listed)."""
     for root in map(lambda d: Path(d).expanduser(), results_dirs):
         if not root.is_dir():
             log.warning("results dir %s does not exist: no results read from it", root)
-            continue
-        for path in sorted(root.glob("*/*.json")):
-            top = path.parent.name
-            if top in NOT_RESULTS or top.startswith(".") or path.name.startswith("."):
-                continue
-            res, why = _parse_result(path)
-            if res is not None:
-                results.append(res)
-            elif why is not None:
-                bad.append(why)
+    found, bad = scan(results_dirs, LINEAR)
+    results = []
+    for item in found:
+        res, why = _as_result(item)
+        if res is not None:
+            results.append(res)
+        else:
+            bad.append(why)
     return results, bad
 
 
@@ -211,28 +201,11 @@ def protocol_metric(dataset: str, published: dict[tuple[str, str], Published]) -
     return next((p.metric for (_, d), p in published.items() if d == dataset), None)
 
 
-def fill_command(encoder: str, dataset: str, results_dir: str | Path) -> str:
-    args = [*name_overrides(encoder), f"dataset={dataset}"]
-    if str(results_dir) != "results":
-        args.append(f"results_dir={results_dir}")
-    return "python -m probe " + shlex.join(args)
-
-
 def _claims(layout: Layout, results: list[Result]) -> dict[tuple[str, str], Result]:
     """The result of each cell of the table; two files for one cell is an error."""
     wanted = {layout.cell_key(r, c) for r in layout.rows for c in layout.cols}
-    claims: dict[tuple[str, str], Result] = {}
-    for res in results:
-        key = (res.encoder, res.dataset)
-        if key not in wanted:
-            continue
-        if key in claims:
-            raise ProbeError(
-                f"two results for {res.encoder} on {res.dataset}: {claims[key].path} and "
-                f"{res.path}. Delete or move one (or drop one of the results dirs)."
-            )
-        claims[key] = res
-    return claims
+    mine = [res for res in results if (res.encoder, res.dataset) in wanted]
+    return claims(mine, key=lambda r: (r.encoder, r.dataset), path=lambda r: r.path)
 
 
 def _pairs(layout: Layout, claims: dict, published: dict, bootstrap: dict) -> list[PairDiff]:
@@ -261,6 +234,8 @@ def build_table(
     results, bad = scan_results(results_dirs)
     claims = _claims(layout, results)
     table = TableData(layout=layout, cells={}, bad_files=bad, ci=ci)
+    if layout.grid:
+        table.grid_command = grid_command(layout.grid, results_dirs[0])
     for row in layout.rows:
         for col in layout.cols:
             enc, ds = layout.cell_key(row, col)

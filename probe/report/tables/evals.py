@@ -11,14 +11,16 @@ few-shot std is null and printed without `±`. Which datasets and encoders appea
 config's lists, else every one found. As in the paper tables, a cell that is not a plain
 run carries a dagger with its reasons under the table (`flags.protocol_flags`), and the
 intervals are labelled with the level their runs recorded; an encoder whose results mix
-levels is refused (`stats.column_level`).
+levels is refused (`stats.column_level`). The results are read as every table reads them
+(`found.scan`): each file once, only done ones (a damaged, incomplete or misplaced file, one
+whose record names another encoder or dataset than its path, is listed with its fix), and
+two results for one shown cell are an error naming both files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,22 +29,15 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from probe.report.tables.data import NOT_RESULTS
 from probe.report.tables.flags import protocol_flags
+from probe.report.tables.found import Found, claims
+from probe.report.tables.found import scan as found_scan
 from probe.report.tables.render import DAGGER
 from probe.report.tables.stats import column_level, interval_level, percent
 
 log = logging.getLogger(__name__)
 # the per-k field of each evaluation's record
 PER_K = {"fewshot": "by_k", "knn": "test_score_by_k"}
-
-
-def _remake(kind: str, path: Path) -> str:
-    if kind != "knn":
-        return ""
-    return (f"; k-NN results older than the choice of k on val have no test_score_by_k: rerun "
-            f"python -m probe encoder={path.parent.name} dataset={path.name.split('.')[0]} "
-            "eval=knn")  # fmt: skip
 
 
 @dataclass
@@ -68,29 +63,26 @@ class EvalTable:
         return DAGGER if self.flags.get((enc, ds)) else ""
 
 
-def scan(results_dirs: list[str | Path], kind: str) -> tuple[dict, list[str]]:
-    found, bad = {}, []
-    for root in (Path(d).expanduser() for d in results_dirs):
-        for path in sorted(root.glob(f"*/*.{kind}.json")):
-            if path.parent.name in NOT_RESULTS:
-                continue
-            try:
-                rec = json.loads(path.read_text())
-                key = (str(rec["encoder"]), str(rec["dataset"]))
-                rec[PER_K[kind]] = dict(rec[PER_K[kind]])
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                bad.append(f"{path}: not a {kind} result ({err}){_remake(kind, path)}")
-                continue
-            if rec.get("eval") == kind:
-                found[key] = {**rec, "path": str(path)}
+def scan(results_dirs: list[str | Path], kind: str) -> tuple[list[Found], list[str]]:
+    """The done `kind` results, and why each other file is not done (`found.scan`: each
+    file once; damaged, incomplete or misplaced ones listed with the command that remakes
+    them). Two results for one cell are refused in `build_eval_table`, for the shown cells."""
+    found, bad = found_scan(results_dirs, kind)
+    for item in found:  # the per-k field as a plain dict (JSON keys: shot counts, k values)
+        if not isinstance(item.record.get(PER_K[kind]), dict):
+            bad.append(f"{item.path}: its {PER_K[kind]} is not a mapping")
+    found = [f for f in found if isinstance(f.record.get(PER_K[kind]), dict)]
     return found, bad
 
 
 def build_eval_table(cfg: dict[str, Any], *, results_dirs: list[str | Path]) -> EvalTable:
     kind = cfg["kind"]
-    results, bad = scan(results_dirs, kind)
-    encoders = cfg.get("encoders") or sorted({e for e, _ in results})
-    datasets = cfg.get("datasets") or sorted({d for _, d in results})
+    found, bad = scan(results_dirs, kind)
+    encoders = cfg.get("encoders") or sorted({f.key[0] for f in found})
+    datasets = cfg.get("datasets") or sorted({f.key[1] for f in found})
+    shown = [f for f in found if f.key[0] in encoders and f.key[1] in datasets]
+    cells = claims(shown, key=lambda f: f.key, path=lambda f: f.path)  # two for one: refused
+    results = {k: {**f.record, "path": str(f.path)} for k, f in cells.items()}
     t = EvalTable(name=cfg["name"], title=cfg.get("title") or cfg["name"], kind=kind,
                   results=results, encoders=list(encoders), datasets=list(datasets),
                   labels=dict(cfg.get("labels") or {}), k=int(cfg.get("k") or 20),
@@ -188,7 +180,8 @@ def to_markdown(t: EvalTable) -> str:
     if not t.results:
         lines += ["", f"No {t.kind} results found: run `python -m probe eval={t.kind} ...`."]
     if t.bad_files:
-        lines += ["", "Unreadable result files (skipped):"] + [f"- {b}" for b in t.bad_files]
+        lines += ["", "Result files that are not done (skipped), each with its fix:"]
+        lines += [f"- {b}" for b in t.bad_files]
     return "\n".join(lines) + "\n"
 
 

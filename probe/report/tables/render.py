@@ -183,15 +183,13 @@ def notes_markdown(table: TableData) -> str:
     if table.missing:
         lines += ["", f"Missing ({len(table.missing)}), each filled by the command after it:"]
         lines += [f"- {enc} on {ds}: `{cmd}`" for enc, ds, cmd in table.missing]
-        if table.layout.grid:
-            lines.append(
-                f"- all of them as a SLURM array: `python -m probe.grid grid={table.layout.grid}`"
-            )
+        if table.grid_command:
+            lines.append(f"- all of them as a SLURM array: `{table.grid_command}`")
     if table.refused:
         lines += ["", "Refused (metric differs from the protocol's):"]
         lines += [f"- {msg}" for msg in table.refused]
     if table.bad_files:
-        lines += ["", "Unreadable result files (skipped):"]
+        lines += ["", "Result files that are not done (skipped), each with its fix:"]
         lines += [f"- {msg}" for msg in table.bad_files]
     if table.notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in table.notes]

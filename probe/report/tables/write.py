@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from probe.core.io import write_bytes_atomic, write_text_atomic
+from probe.core.names import check_name
 from probe.report.tables import evals
 from probe.report.tables.data import Layout, build_table
 from probe.report.tables.latex import to_latex
@@ -21,6 +22,7 @@ def make_table(cfg: DictConfig) -> tuple[Any, dict[str, Path], str]:
     dirs = [cfg.results_dir, *(cfg.get("extra_results_dirs") or [])]
     out = Path(cfg.out_dir).expanduser()
     kind = cfg.table.get("kind", "paper")
+    check_name(cfg.table.get("name"), key="table.name")  # its files: {out_dir}/{name}.md, ...
     if kind != "paper":
         spec = OmegaConf.to_container(cfg.table, resolve=True)
         table = evals.build_eval_table(spec, results_dirs=dirs)
