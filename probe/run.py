@@ -20,6 +20,7 @@ from probe.core.factory import make
 from probe.core.limits import device_limit, host_limit
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
+from probe.evaluations.inputs import check_inputs
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.outcome import Task, bootstrap_options
 from probe.evaluations.splits import protocol_splits
@@ -115,6 +116,7 @@ def probe_stage(
     warn_sizes(dataset, {s: len(v[1]) for s, v in feats.items()})
     train, val, test = protocol_splits(dataset, feats)
     train, val, test = ((normalize_rows(X, normalize), y) for X, y in (train, val, test))
+    check_inputs(train, val, test, eval_name=cfg.eval.get("name", "linear"))
     if cfg.eval.get("name", "linear") == "linear":
         check_memory(cfg, n=(len(train[1]), len(val[1]), len(test[1])), dim=train[0].shape[1],
                      num_classes=dataset.num_classes, device=device)  # fmt: skip

@@ -118,10 +118,38 @@ class _Rows:
         return self._checked(self.array[start:stop], start)
 
     def _checked(self, rows: np.ndarray, start: int) -> np.ndarray:
-        """`rows` in native byte order (torch cannot wrap big-endian arrays)."""
+        """`rows` in native byte order, refused where the float32 cache could not hold them
+        as they are (checked as they are read: no extra pass over the file)."""
         if not rows.dtype.isnative:
             rows = rows.astype(rows.dtype.newbyteorder("="))
+        refuse_values(rows, start=start, what=f"dataset.path={self.path}: {self.key}")
         return rows
+
+
+F32 = np.finfo(np.float32)
+
+
+def refuse_values(rows: np.ndarray, *, start: int, what: str) -> None:
+    """Features must be finite and, stored in float32 by the cache, within its range: a
+    wider float beyond +-3.4e38 would become inf, and a non-zero row whose values all lie
+    below float32's smallest normal number (1.2e-38) would lose its digits or become 0."""
+    rows = rows.reshape(len(rows), -1)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise ProbeError(f"{what} row {start + int(np.argmin(finite))} holds NaN or inf; "
+                         "features must be finite numbers")  # fmt: skip
+    if rows.dtype.itemsize <= 4 or rows.size == 0:
+        return  # float16 and float32 values are exactly what the cache stores
+    top = np.abs(rows).max(axis=1)
+    for bad, why in ((top > F32.max, f"beyond float32's range (+-{F32.max:.3g})"),
+                     ((top > 0) & (top < F32.tiny), f"all below {F32.tiny:.3g} (float32 "
+                      "would lose their digits)")):  # fmt: skip
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ProbeError(
+                f"{what} row {start + i} holds values {why}, and the feature cache stores "
+                f"float32 (|x| up to {top[i]:.3g}); rescale the features"
+            )
 
 
 def file_digest(path: Path) -> str:
