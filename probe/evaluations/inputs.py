@@ -1,10 +1,14 @@
-"""What no evaluation is given: features its arithmetic cannot hold.
+"""What no evaluation is given: labels it cannot learn from, features its arithmetic cannot hold.
 
 Checked once, where the cached features enter the probe stage (`probe.run.probe_stage`,
 after the val carve and `probe.normalize`), so a bad input stops the run in one line before
 any fit, whichever source the features came from (an image dataset, `dataset=npz`, a cache
 filled by another run):
 
+- labels: train must hold two classes or more (a one-class fit has nothing to separate:
+  the solvers divide by zero, k-NN scores the constant), val too (C and k are chosen on it:
+  on one class every choice ties), and no val or test label may be missing from train (no
+  probe can ever predict it: the score would count a label-mapping mistake as the encoder's);
 - magnitudes: every feature finite (the cache refuses non-finite rows when it is filled;
   this catches a damaged entry read with `extract.verify=false`), and for the linear
   protocols (`eval=linear`, `eval=fewshot`) the largest |feature| of each split within
@@ -34,9 +38,32 @@ Pair = tuple[Any, np.ndarray]
 
 
 def check_inputs(train: Pair, val: Pair, test: Pair, *, eval_name: str) -> None:
-    """Refuse features outside what `eval_name` handles."""
+    """Refuse labels no probe can learn from and features outside what `eval_name` handles."""
+    check_labels(train[1], val[1], test[1])
     for split, (X, _) in zip(("train", "val", "test"), (train, val, test), strict=True):
         check_magnitude(X, split=split, eval_name=eval_name)
+
+
+def check_labels(y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray) -> None:
+    seen = np.unique(np.asarray(y_train))
+    if len(seen) < 2:
+        raise ProbeError(
+            f"the train split holds one class ({_listed(seen)}): a probe needs two or more; "
+            "check the dataset's labels (dataset.path arrays, class folders)"
+        )
+    if len(np.unique(np.asarray(y_val))) < 2:
+        raise ProbeError(
+            f"the val split holds one class ({_listed(np.unique(y_val))}): C (k for eval=knn) "
+            "is chosen on it and every choice ties; give a val split with two classes or more, "
+            "or carve one from train (dataset.val.source=carve; an .npz without x_val, y_val)"
+        )
+    for split, y in (("val", y_val), ("test", y_test)):
+        unseen = np.setdiff1d(np.unique(np.asarray(y)), seen)
+        if len(unseen):
+            raise ProbeError(
+                f"{split} labels {_listed(unseen)} never occur in train ({len(seen)} classes): "
+                "no probe can predict them; check that every split uses one label mapping"
+            )
 
 
 def check_magnitude(X: Any, *, split: str, eval_name: str) -> float:
@@ -71,3 +98,8 @@ def largest(X: Any) -> float:
                 return here
             top = max(top, here)
     return top
+
+
+def _listed(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")

@@ -85,6 +85,11 @@ class Problem:
     def __init__(self, res: Resident, n: int, y: np.ndarray, num_classes: int) -> None:
         self.resident, self.y_source = res, y
         self.present = np.unique(np.asarray(y))
+        if len(self.present) < 2:  # nothing to separate (and the curvature 1/K (1 - 1/K) is 0)
+            raise ProbeError(
+                f"the labels of this fit hold {len(self.present)} class(es) "
+                f"({self.present.tolist()[:1]}); a logistic probe needs two or more"
+            )
         if self.present.min() < 0 or self.present.max() >= num_classes:
             raise ProbeError(
                 f"labels must lie in 0..{num_classes - 1}; found {self.present.min()}.."
