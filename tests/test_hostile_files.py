@@ -2,13 +2,15 @@
 where the bytes are fine but the encoding unusual (big-endian arrays), read correctly.
 
 The `.npz` reader (`probe/datasets/npz.py`), the feature cache (`meta.json` of the wrong
-shape, arrays of zero width) and the `skip_corrupt` scan memo.
+shape, arrays of zero width), the `skip_corrupt` scan memo and images of several sizes under
+an encoder without a resize.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -17,6 +19,7 @@ import fakes
 import numpy as np
 import pytest
 from conftest import compose_cfg, run_cli
+from PIL import Image
 from test_npz import features, overrides, write
 
 from probe.core.arrays import read_rows
@@ -193,3 +196,24 @@ def test_scan_memo_out_of_range_is_rescanned(tmp_path: Path, monkeypatch) -> Non
     assert make(cfg.dataset).info["skipped_corrupt"] == first
     memo.write_text(json.dumps([1, 2]))
     assert make(cfg.dataset).info["skipped_corrupt"] == first
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize(("height", "width"), [(10, 12), (4, 4)])
+def test_images_of_several_sizes_under_pixels_without_resize(dirs, tmp_path, workers, height,
+                                                             width) -> None:  # fmt: skip
+    """The fake's images are 8 x 8; one of another size used to fail in torch's collate (or,
+    alone in its batch, as a RuntimeError from the shape check after the encoder)."""
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    image = tmp_path / "data" / "folders" / "train" / "bee" / "10.png"
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(image)
+    args = [*dirs, "dataset=imagefolder", *fake.overrides, f"num_workers={workers}",
+            "batch_size=4"]  # fmt: skip
+    shape = re.escape(f"({height * width * 3},)")
+    message = (rf"pixels/imagefolder/train: train/bee/10.png becomes a sample of shape {shape}, "
+               r"the split's first \(192,\).*encoder.size=N")  # fmt: skip
+    with pytest.raises(ProbeError, match=message):
+        run(compose_cfg(args))
+    assert not list((tmp_path / "cache").rglob("meta.json"))
+    record = run(compose_cfg([*args, "encoder.size=8", "encoder.mode=RGB"]))
+    assert record["feature_dim"] == 192
