@@ -13,9 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from probe.core import preempt
+from probe.core import params, preempt
 from probe.core.device import resolve_device
-from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.core.limits import device_limit, host_limit
 from probe.datasets.base import DatasetFacts
@@ -47,10 +46,7 @@ def warn_sizes(dataset: DatasetFacts, sizes: dict[str, int]) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    if cfg.stage not in STAGES:
-        raise ProbeError(f"stage={cfg.stage!r} is not valid; allowed: {', '.join(STAGES)}")
-    if int(cfg.batch_size) <= 0:
-        raise ProbeError(f"batch_size={cfg.batch_size} must be a positive integer, e.g. 256")
+    params.check(cfg)  # every count, switch and choice of the line, before anything is built
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)

@@ -23,9 +23,7 @@ __all__ = ["EPS", "NORMALIZE", "check_normalize", "normalize_rows"]
 def check_normalize(value: object) -> str:
     how = "none" if value is None else str(value)
     if how not in NORMALIZE:
-        raise ProbeError(
-            f"probe.normalize={value!r} is not valid; use one of {', '.join(NORMALIZE)}"
-        )
+        raise ProbeError(f"probe.normalize={value!r} is not valid; allowed: {', '.join(NORMALIZE)}")
     return how
 
 
