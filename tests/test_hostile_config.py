@@ -1,9 +1,10 @@
 """Wrong values on the command line: one line naming the key, the value and what it takes,
 exit 2, before anything is built (`probe/core/params.py`), never a traceback or a value
-silently truncated."""
+silently truncated; and a results_dir Hydra cannot make its log folder in."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,43 @@ def test_cli_wrong_value_is_one_line_exit_2(tmp_path: Path, line: list[str]) -> 
 def test_grid_refuses_a_wrong_value_when_composing(tmp_path: Path) -> None:
     with pytest.raises(ProbeError, match=r"composing the grid's runs: eval.k=10 must be a list"):
         resolve_runs([["eval=knn", "eval.k=10"]], results_dir=tmp_path)
+
+
+@pytest.mark.parametrize("where", ["file", "below_a_file"])
+def test_results_dir_that_is_a_file(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    results = blocker if where == "file" else blocker / "sub"
+    proc = run_cli([f"results_dir={results}", f"cache_dir={tmp_path / 'c'}"], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert f"results_dir={results}: cannot make the log folder" in out
+    assert f"{blocker} is a file, not a directory" in out and "Traceback" not in out
+    assert not (tmp_path / "c").exists()  # stopped before anything ran
+
+
+def test_results_dir_on_a_read_only_disk(tmp_path: Path) -> None:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        proc = run_cli([f"results_dir={mount / 'results'}", f"cache_dir={tmp_path / 'c'}"],
+                       cwd=tmp_path)  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "cannot make the log folder" in out and "Read-only file system" in out
+    assert "Traceback" not in out
+
+
+def test_multirun_sweep_folder_under_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("")
+    proc = run_cli(["-m", f"results_dir={blocker}", "seed=0,1"], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "logs/multirun" in out and "is a file, not a directory" in out
