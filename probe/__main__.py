@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -77,4 +78,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the run installed its handler (preempt.py)
+        log.warning("interrupted (SIGINT) before the run started; nothing was written")
+        sys.exit(128 + int(signal.SIGINT))

@@ -25,10 +25,12 @@ import torch
 
 from probe.core import preempt
 from probe.core.device import resolve_device
+from probe.core.names import check_run_names
 from probe.core.rows import Rows
 from probe.datasets.splits import stratified_holdout
 from probe.evaluations import fewshot, knn, linear
 from probe.evaluations.estimator import LinearProbe
+from probe.evaluations.inputs import check_inputs
 from probe.evaluations.outcome import Outcome, Task, bootstrap_options
 from probe.report.heads import write_head
 from probe.report.record import result_path, stamp, write_result
@@ -39,9 +41,16 @@ Pair = tuple[Any, Any]
 
 
 def evaluate(
-    task: Task, evaluation: Callable[[Task], Outcome], *, encoder: str, dataset: str
+    task: Task,
+    evaluation: Callable[[Task], Outcome],
+    *,
+    name: str,
+    encoder: str,
+    dataset: str,
 ) -> tuple[dict[str, Any], Outcome]:
-    """One evaluation on a task: the fields every result has, whoever made the arrays."""
+    """One evaluation (`name`: linear, fewshot, knn) on a task, its inputs checked first:
+    the fields every result has, whoever made the arrays."""
+    check_inputs(task.train, task.val, task.test, eval_name=name)
     start = time.perf_counter()
     outcome = evaluation(task)
     record = {
@@ -75,7 +84,7 @@ def save(path: Path, record: dict[str, Any], outcome: Outcome) -> dict[str, Any]
 def linear_probe(train: Pair, test: Pair, val: Pair | None = None, **options: Any) -> dict:
     """The CLIP paper's linear probe: C searched on val, refit on train + val, test scored
     with its interval. `options`: see `run_arrays`."""
-    return run_arrays(linear.evaluate, train=train, val=val, test=test, **options)
+    return run_arrays(linear.evaluate, "linear", train=train, val=val, test=test, **options)
 
 
 def fewshot_probe(
@@ -89,7 +98,7 @@ def fewshot_probe(
 ) -> dict:
     """k images per class from train, C on a k-per-class draw from val, every k and seed."""
     evaluation = partial(fewshot.evaluate, shots=shots, seeds=seeds)
-    return run_arrays(evaluation, train=train, val=val, test=test, **options)
+    return run_arrays(evaluation, "fewshot", train=train, val=val, test=test, **options)
 
 
 def knn_probe(
@@ -103,11 +112,12 @@ def knn_probe(
 ) -> dict:
     """dinov2's weighted k-NN: k chosen on val (bank train), test at it (bank train + val)."""
     evaluation = partial(knn.evaluate, k=k, temperature=temperature)
-    return run_arrays(evaluation, train=train, val=val, test=test, **options)
+    return run_arrays(evaluation, "knn", train=train, val=val, test=test, **options)
 
 
 def run_arrays(
     evaluation: Callable[[Task], Outcome],
+    name: str,
     *,
     train: Pair,
     val: Pair | None,
@@ -124,6 +134,8 @@ def run_arrays(
 ) -> dict[str, Any]:
     """An evaluation on the caller's arrays. Without `val`, val is the protocol's seeded,
     class-stratified carve of `val_fraction` of train (the CLI's default, `seed` 0)."""
+    if results_dir is not None:  # the names become a folder and a file: checked first
+        check_run_names({"encoder": {"name": encoder}, "dataset": {"name": dataset}})
     (Xtr, ytr), (Xte, yte) = _pair(train, "train"), _pair(test, "test")
     given = _pair(val, "val") if val is not None else None
     classes = np.unique(np.concatenate([ytr, yte, *([given[1]] if given else [])]))
@@ -137,7 +149,7 @@ def run_arrays(
     task = Task(train=tr, val=va, test=(Xte, yte), num_classes=len(classes), metric=metric,
                 device=device, make_solver=lambda: build_backend(backend, device=device),
                 bootstrap=bootstrap_options(bootstrap))  # fmt: skip
-    record, outcome = evaluate(task, evaluation, encoder=encoder, dataset=dataset)
+    record, outcome = evaluate(task, evaluation, name=name, encoder=encoder, dataset=dataset)
     record.update({
         "dataset_info": {"source": "arrays given to the Python API"},
         "feature": None,

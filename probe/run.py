@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from probe.api import evaluate, save
+from probe.core import params
 from probe.core.device import resolve_device
-from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.core.limits import device_limit, host_limit
 from probe.core.names import check_run_names
@@ -46,11 +46,8 @@ def warn_sizes(dataset: DatasetFacts, sizes: dict[str, int]) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
+    params.check(cfg)  # every count, switch and choice of the line, before anything is built
     check_run_names(cfg)  # before anything is written: names become folders (core/names.py)
-    if cfg.stage not in STAGES:
-        raise ProbeError(f"stage={cfg.stage!r} is not valid; allowed: {', '.join(STAGES)}")
-    if int(cfg.batch_size) <= 0:
-        raise ProbeError(f"batch_size={cfg.batch_size} must be a positive integer, e.g. 256")
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)
@@ -124,7 +121,8 @@ def probe_stage(
                 make_solver=lambda: make(cfg.probe, device=device),
                 bootstrap=bootstrap_options(cfg.get("bootstrap")))  # fmt: skip
     name = result_name(cfg.encoder, cfg.probe)
-    record, outcome = evaluate(task, make(cfg.eval), encoder=name, dataset=cfg.dataset.name)
+    record, outcome = evaluate(task, make(cfg.eval), name=cfg.eval.get("name", "linear"),
+                               encoder=name, dataset=cfg.dataset.name)  # fmt: skip
     record.update({
         "dataset_info": dataset.info,  # source, counts found, skipped corrupt images
         "feature": cfg.encoder.get("feature"),  # the probed kind (null: the encoder's only one)

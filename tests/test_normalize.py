@@ -54,7 +54,7 @@ def test_l2_run_equals_a_run_on_normalised_features(dirs, tmp_path: Path) -> Non
     assert a["path"].endswith("precomputed@l2/blobs.json") and a["encoder"] == "precomputed@l2"
     assert np.array_equal(np.load(Path(a["features"]["train"]) / "features.npy"),
                           np.load(raw)["x_train"])  # the cache keeps raw features  # fmt: skip
-    with pytest.raises(ProbeError, match="probe.normalize='l3' is not valid; use one of none, l2"):
+    with pytest.raises(ProbeError, match="probe.normalize='l3' is not valid; allowed: none, l2"):
         run(compose_cfg(overrides(dirs, raw, "probe.normalize=l3")))
 
 

@@ -31,6 +31,8 @@ def read_rows(arr: np.ndarray, start: int, stop: int, *, dtype=np.float32) -> np
     if not _top_level_map(arr):
         return np.array(arr[start:stop], dtype=dtype)
     out = np.empty((max(stop - start, 0), arr.shape[1]), dtype=arr.dtype)
+    if out.size == 0:  # no rows, or rows of zero width: nothing to read (memoryview refuses)
+        return out.astype(dtype)
     row_bytes = arr.shape[1] * arr.dtype.itemsize
     with open(arr.filename, "rb") as fh:
         fh.seek(int(arr.offset) + start * row_bytes)

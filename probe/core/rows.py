@@ -23,7 +23,7 @@ import numpy as np
 from probe.core.arrays import read_rows
 
 BLOCK = 65536  # rows per read when a consumer asks for many at once
-EPS = 1e-12  # torch.nn.functional.normalize's default (probe.normalize=l2)
+EPS = 1e-12  # torch.nn.functional.normalize's default (which `_unit_rows` does not clamp at)
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,13 @@ def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def _unit_rows(block: np.ndarray) -> np.ndarray:
-    """`x / max(||x||, EPS)` per row in float64, stored as float32 (`probe.normalize=l2`)."""
+    """`x / ||x||` per row in float64, stored as float32 (`probe.normalize=l2`); a zero row
+    stays zero. float64 holds the squares of every float32 (1e-90 to 1e77), so every
+    non-zero row comes out unit length, where `max(||x||, EPS)` would leave rows with norms
+    below EPS short of it (rows of magnitude 1e-13 would stay at 0.1)."""
     b64 = block.astype(np.float64)
     norms = np.sqrt(np.einsum("ij,ij->i", b64, b64))[:, None]
-    return (b64 / np.maximum(norms, EPS)).astype(np.float32)
+    return (b64 / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 class Rows:

@@ -138,16 +138,32 @@ def remembered_corrupt(split: Split, *, desc: str) -> list[int]:
     from probe.core.io import write_json_atomic
 
     path = memo_dir() / f"{scan_key(split)}.json"
-    try:
-        return [int(i) for i in json.loads(path.read_text())["bad"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    bad = _memo(path, len(split))
+    if bad is not None:
+        return bad
     bad = find_corrupt(split, desc=desc)
     try:
         write_json_atomic(path, {"split": desc, "n": len(split), "bad": bad})
     except ProbeError as err:  # an unwritable memo only costs a rescan next time
         log.warning("could not remember the scan of %s: %s", desc, err)
     return bad
+
+
+def _memo(path: Path, n: int) -> list[int] | None:
+    """The remembered outcome, or None (scan again) when there is none or it is not one this
+    split can have: `bad` must be distinct row indices in 0..n-1 and `n` the split's size
+    (an index out of range would drop rows of another split, or fail on lookup)."""
+    try:
+        memo = json.loads(path.read_text())
+        bad = memo["bad"]
+        n_memo = memo.get("n", n)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    ints = isinstance(bad, list) and all(type(i) is int for i in bad)
+    if n_memo != n or not ints or len(set(bad)) != len(bad) or not all(0 <= i < n for i in bad):
+        log.warning("%s does not fit this split (%d images): scanning again", path, n)
+        return None
+    return sorted(bad)
 
 
 def drop(split: Split, bad: Sequence[int]) -> Split:

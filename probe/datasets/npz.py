@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,40 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+def _member_header(path: Path, key: str) -> tuple[tuple, bool, np.dtype, zipfile.ZipInfo]:
+    """(shape, fortran order, dtype, zip entry) of member `key`, read from its .npy header;
+    a header that claims more bytes than the member holds (a truncated or hand-edited file)
+    is refused here, before anything maps or allocates that many."""
+    bad = f"dataset.path={path}: array {key!r}"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                shape, fortran, dtype = _HEADERS[version](fh)
+                header = fh.tell()
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ProbeError(f"{bad} has no readable .npy header ({err}); write the file again "
+                         "with np.savez") from err  # fmt: skip
+    need = math.prod(shape) * dtype.itemsize
+    if not dtype.hasobject and need > info.file_size - header:
+        raise ProbeError(
+            f"{bad} claims shape {shape} ({need:,} bytes) but the file holds "
+            f"{info.file_size - header:,} bytes of it: it is truncated or damaged; write it again"
+        )
+    return shape, fortran, dtype, info
+
+
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+            (3, 0): np.lib.format.read_array_header_2_0}  # fmt: skip
+
+
 def _member_memmap(path: Path, key: str) -> np.ndarray | None:
     """A read-only memmap of an uncompressed npz member, or None if it is compressed."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
+    shape, fortran, dtype, info = _member_header(path, key)
+    if info.compress_type != zipfile.ZIP_STORED or dtype.hasobject:
+        return None  # objects: refused later through np.load(allow_pickle=False)
     with open(path, "rb") as fh:
         fh.seek(info.header_offset)
         local = fh.read(30)
@@ -40,15 +70,8 @@ def _member_memmap(path: Path, key: str) -> np.ndarray | None:
         extra_len = int.from_bytes(local[28:30], "little")
         fh.seek(info.header_offset + 30 + name_len + extra_len)
         version = np.lib.format.read_magic(fh)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(fh)
+        _HEADERS[version](fh)
         offset = fh.tell()
-    if dtype.hasobject:
-        return None  # refused later through np.load(allow_pickle=False)
     order = "F" if fortran else "C"
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)
 
@@ -65,6 +88,9 @@ def _read(path: Path, key: str) -> np.ndarray:
             f"dataset.path={path}: array {key!r} is stored as Python objects (a pickle), which "
             "is refused for safety; save plain numeric arrays (np.savez(path, x_train=..., ...))"
         ) from err
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ProbeError(f"dataset.path={path}: array {key!r} is damaged ({err}); write the "
+                         "file again") from err  # fmt: skip
 
 
 class _Rows:
@@ -77,7 +103,8 @@ class _Rows:
         return {"path": self.path, "key": self.key, "_array": None}
 
     def __call__(self, index: int) -> np.ndarray:
-        return np.array(self.array[index])  # a copy: rows of a memmap are read-only
+        # a copy (rows of a memmap are read-only), in native byte order
+        return self._checked(np.array(self.array[index : index + 1]), index)[0]
 
     @property
     def array(self) -> np.ndarray:
@@ -86,8 +113,43 @@ class _Rows:
         return self._array
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop): a read-only view of the memory map (no copy)."""
-        return self.array[start:stop]
+        """Rows [start, stop): a read-only view of the memory map (no copy where the rows
+        are native float32 or float64)."""
+        return self._checked(self.array[start:stop], start)
+
+    def _checked(self, rows: np.ndarray, start: int) -> np.ndarray:
+        """`rows` in native byte order, refused where the float32 cache could not hold them
+        as they are (checked as they are read: no extra pass over the file)."""
+        if not rows.dtype.isnative:
+            rows = rows.astype(rows.dtype.newbyteorder("="))
+        refuse_values(rows, start=start, what=f"dataset.path={self.path}: {self.key}")
+        return rows
+
+
+F32 = np.finfo(np.float32)
+
+
+def refuse_values(rows: np.ndarray, *, start: int, what: str) -> None:
+    """Features must be finite and, stored in float32 by the cache, within its range: a
+    wider float beyond +-3.4e38 would become inf, and a non-zero row whose values all lie
+    below float32's smallest normal number (1.2e-38) would lose its digits or become 0."""
+    rows = rows.reshape(len(rows), -1)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise ProbeError(f"{what} row {start + int(np.argmin(finite))} holds NaN or inf; "
+                         "features must be finite numbers")  # fmt: skip
+    if rows.dtype.itemsize <= 4 or rows.size == 0:
+        return  # float16 and float32 values are exactly what the cache stores
+    top = np.abs(rows).max(axis=1)
+    for bad, why in ((top > F32.max, f"beyond float32's range (+-{F32.max:.3g})"),
+                     ((top > 0) & (top < F32.tiny), f"all below {F32.tiny:.3g} (float32 "
+                      "would lose their digits)")):  # fmt: skip
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ProbeError(
+                f"{what} row {start + i} holds values {why}, and the feature cache stores "
+                f"float32 (|x| up to {top[i]:.3g}); rescale the features"
+            )
 
 
 def file_digest(path: Path) -> str:
@@ -104,6 +166,8 @@ def _check_pair(path: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
         raise ProbeError(f"{bad} x_{split} has shape {x.shape}; it must be 2-D (N x D)")
     if not np.issubdtype(x.dtype, np.floating):
         raise ProbeError(f"{bad} x_{split} has dtype {x.dtype}; features must be float")
+    if x.shape[1] == 0:
+        raise ProbeError(f"{bad} x_{split} has shape {x.shape}: no feature columns (N x D, D >= 1)")
     if y.ndim != 1:
         raise ProbeError(f"{bad} y_{split} has shape {y.shape}; labels must be 1-D (N,)")
     if not (np.issubdtype(y.dtype, np.integer) and y.dtype != np.bool_):
@@ -119,10 +183,26 @@ def _check_pair(path: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
         raise ProbeError(f"{bad} y_{split} has negative labels; use 0..K-1")
 
 
+def _refuse_non_archive(path: Path) -> None:
+    """An empty file, or a single .npy saved (or renamed) as .npz, named as such."""
+    save = "save the splits with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head:
+        raise ProbeError(f"dataset.path={path} is empty (0 bytes); {save}")
+    if head == b"\x93NUMPY":
+        raise ProbeError(f"dataset.path={path} is a single .npy array, not an .npz archive; {save}")
+    if not zipfile.is_zipfile(path):
+        raise ProbeError(
+            f"dataset.path={path} is not a readable .npz file (no zip archive); {save}"
+        )
+
+
 def load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Validated (x, y) per split present in the file."""
     if not path.is_file():
         raise ProbeError(f"dataset.path={path} does not exist; pass dataset.path=FILE.npz")
+    _refuse_non_archive(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)

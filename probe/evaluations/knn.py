@@ -1,14 +1,15 @@
 """The weighted k-NN probe (dinov2's protocol): cosine neighbours vote with exp(sim / T).
 
-Features are L2-normalised. k is chosen as the linear probe chooses C, never on test: among
-`eval.k`, the best score on the protocol's val split with the train split as the bank (ties:
-the smaller k). The reported score is then the test score at that k with the bank train + val
-(the rows the final linear fit uses), and its interval treats k as fixed, which it is with
-respect to test. Each query's `max(k)` most similar bank rows are found once; for every k
-the first k of them vote for their class with weight `exp(similarity / T)` and the class with
-the largest summed weight wins (ties: the lowest class index, as argmax takes it). dinov2's
-`KnnModule` takes a softmax over the top similarities divided by T, the same weights up to a
-per-query constant, so the same predictions.
+Features are L2-normalised (`unit_rows`, at any finite magnitude). k is chosen as the linear
+probe chooses C, never on test: among `eval.k`, the best score on the protocol's val split
+with the train split as the bank (ties: the smaller k). The reported score is then the test
+score at that k with the bank train + val (the rows the final linear fit uses), and its
+interval treats k as fixed, which it is with respect to test. Each query's `max(k)` most
+similar bank rows are found once; for every k the first k of them vote for their class with
+weight `exp(similarity / T)` and the class with the largest summed weight wins (ties: the
+lowest class index, as argmax takes it). dinov2's `KnnModule` takes a softmax over the top
+similarities divided by T, the same weights up to a per-query constant, so the same
+predictions.
 
 Memory is bounded whatever the sizes: queries are taken `query_chunk` at a time and the bank
 `bank_chunk` rows at a time (read from the cache file with plain reads, so its memory map
@@ -52,9 +53,17 @@ def check_ks(ks: Sequence[int], bank_size: int) -> list[int]:
     return sorted(set(ks))
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its norm, at any finite float32 magnitude: the row is first divided
+    by its largest |value|, so the squares in the norm can neither overflow (|x| > ~1e19) nor
+    vanish (|x| < ~1e-19); a zero row stays zero (cosine similarity 0 with every row)."""
+    top = x.abs().amax(dim=1, keepdim=True)
+    x = x / torch.where(top > 0, top, torch.ones_like(top))
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1.0)  # 0 (zero row) or >= 1
+
+
 def _normalised(part: np.ndarray, start: int, stop: int, device: str) -> torch.Tensor:
-    x = torch.from_numpy(read_rows(part, start, stop)).to(device)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return unit_rows(torch.from_numpy(read_rows(part, start, stop)).to(device))
 
 
 def _bank_chunks(parts: Sequence[np.ndarray], rows: int, device: str):
@@ -102,8 +111,13 @@ def neighbours(
 def vote(
     sims: np.ndarray, labels: np.ndarray, *, k: int, temperature: float, num_classes: int
 ) -> np.ndarray:
-    """Predictions from the first k neighbours, each voting exp(sim / T) for its class."""
-    weights = np.exp(sims[:, :k].astype(np.float64) / temperature)
+    """Predictions from the first k neighbours, each voting exp(sim / T) for its class.
+
+    The weights are taken relative to each query's nearest neighbour, exp((sim - sim_1) / T):
+    the same predictions (a per-query factor), but no overflow to inf at small T (from
+    T ~ 1/709 up), where tied infinite votes would let the lowest class index win."""
+    top = sims[:, :k].astype(np.float64)
+    weights = np.exp((top - top[:, :1]) / temperature)
     scores = np.zeros((len(sims), num_classes))
     np.add.at(scores, (np.arange(len(sims))[:, None], labels[:, :k]), weights)
     return scores.argmax(1)

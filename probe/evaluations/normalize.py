@@ -3,8 +3,10 @@
 `none` is the CLIP paper's protocol (the features as extracted). `l2` divides every row by
 its Euclidean norm, as CLIP_benchmark's linear probe does at extraction
 (`F.normalize(image_features, dim=-1)`, clip_benchmark/metrics/linear_probe.py `Featurizer`):
-the same `x / max(||x||, 1e-12)`, applied to train, val and test alike before any fit. The
-cache keeps the raw features, so both settings share one extraction.
+the same `x / ||x||` (whatever the magnitude: a non-zero row with a norm below
+F.normalize's 1e-12 still becomes unit length, a zero row stays zero), applied to train, val
+and test alike before any fit. The cache keeps the raw features, so both settings share one
+extraction.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ __all__ = ["EPS", "NORMALIZE", "check_normalize", "normalize_rows"]
 def check_normalize(value: object) -> str:
     how = "none" if value is None else str(value)
     if how not in NORMALIZE:
-        raise ProbeError(
-            f"probe.normalize={value!r} is not valid; use one of {', '.join(NORMALIZE)}"
-        )
+        raise ProbeError(f"probe.normalize={value!r} is not valid; allowed: {', '.join(NORMALIZE)}")
     return how
 
 

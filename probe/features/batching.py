@@ -22,17 +22,34 @@ OOM_ERROR = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryEr
 
 
 class Samples(Dataset):
-    """A Split viewed as a torch Dataset of (transformed sample, label)."""
+    """A Split viewed as a torch Dataset of (transformed sample, label).
 
-    def __init__(self, split: Split, transform: Any) -> None:
+    With `shape` (the first sample's, from the plan), a sample of another shape is refused
+    here, naming it: batches are stacked, and an encoder without a resize (`encoder=pixels`
+    with `size: null`) on images of several sizes used to fail in torch's collate."""
+
+    def __init__(
+        self, split: Split, transform: Any, *, shape: tuple | None = None, desc: str = ""
+    ) -> None:
         self.split = split
         self.transform = transform
+        self.shape = tuple(shape) if shape is not None else None
+        self.desc = desc
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.split.load(self.split.items[i])), int(self.split.labels[i])
+        sample = self.transform(self.split.load(self.split.items[i]))
+        if self.shape is not None and tuple(sample.shape) != self.shape:
+            name = self.split.ids[i] if self.split.ids is not None else self.split.items[i]
+            raise ProbeError(
+                f"{self.desc}: {name} becomes a sample of shape {tuple(sample.shape)}, the "
+                f"split's first {self.shape}; the encoder's transform must give every image "
+                "one shape (encoder=pixels: set encoder.size=N to resize them, and "
+                "encoder.mode=RGB if their colour modes differ)"
+            )
+        return sample, int(self.split.labels[i])
 
 
 def resolve_num_workers(num_workers: Any, n_items: int, *, procs_per_node: int = 1) -> int:

@@ -24,6 +24,7 @@ from probe.core.errors import ProbeError
 from probe.core.io import write_json_atomic
 from probe.core.walk import walk_files
 from probe.encoders.kinds import DEFINITIONS
+from probe.features.meta import problem as meta_problem
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,24 @@ class CacheEntry:
         return self.path / "meta.json"
 
     def meta(self) -> dict[str, Any] | None:
+        """meta.json, or None if missing, unreadable or of the wrong shape (`meta.problem`)."""
+        return self._read_meta()[0]
+
+    def _read_meta(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(meta, None), (None, None) when there is none, or (None, why it is unusable)."""
         try:
-            return json.loads(self.meta_path.read_text())
+            meta = json.loads(self.meta_path.read_text())
         except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, OSError) as err:
-            log.warning("unreadable %s (%s): the entry will be rebuilt", self.meta_path, err)
-            return None
+            return None, None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+            why = f"is unreadable ({err})"
+        else:
+            why = meta_problem(meta)
+            if why is None:
+                return meta, None
+            why = f"is malformed: it {why}"
+        log.warning("%s %s: the entry will be rebuilt", self.meta_path, why)
+        return None, why
 
     def problems(
         self, *, n: int | None = None, content_hash: str | None = None, checksum: bool = True
@@ -163,9 +175,9 @@ class CacheEntry:
         labels), the arrays' shapes, dtypes and sizes against meta.json, and with `checksum`
         the SHA-256 of every shard of rows recorded at write time (about 1 s per GB).
         """
-        meta = self.meta()
+        meta, why = self._read_meta()
         if meta is None:
-            return ["no meta.json (unfinished or never extracted)"]
+            return [f"meta.json {why}" if why else "no meta.json (unfinished or never extracted)"]
         problems = []
         if meta.get("fingerprint") != json.loads(json.dumps(self.fingerprint, default=str)):
             problems.append("fingerprint differs")

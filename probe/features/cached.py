@@ -70,7 +70,8 @@ def probe_inputs(
     trains = {d: cache_entries(cfg, ["train"], d) for d in candidates}
     dtype = next((d for d in candidates if trains[d]["train"].meta() is not None), None)
     if dtype is None:
-        _fail(cfg, trains[candidates[0]], {"train": ["no meta.json (never extracted)"]})
+        first = trains[candidates[0]]
+        _fail(cfg, first, {"train": first["train"].problems(checksum=False)})
     train = trains[dtype]["train"]
     about = (train.meta() or {}).get("dataset")
     if not isinstance(about, dict):

@@ -151,7 +151,8 @@ def _fill(
             budget_mb=prefetch_mb, desc=desc,
         )  # fmt: skip
         samples = loader.sample_loader(split, encoder.transform, batches, prefetch=prefetch,
-                                       pin=str(encoder.device).startswith("cuda"))  # fmt: skip
+                                       pin=str(encoder.device).startswith("cuda"), desc=desc,
+                                       shape=plan["columns"].get("sample_shape"))  # fmt: skip
         stream = loader.embedded(samples, batches, AdaptiveEmbed(encoder, desc=desc))
     writers = {
         k: shards.ShardWriter(e.path, dim=plan["keys"][k]["dim"]) for k, e in entries.items()

@@ -90,10 +90,13 @@ def sample_loader(
     *,
     prefetch: Prefetch,
     pin: bool,
+    shape: tuple | None = None,
+    desc: str = "",
 ) -> DataLoader:
-    """The DataLoader of `batches` (from `batch_ranges`) under a `prefetch_plan`."""
+    """The DataLoader of `batches` (from `batch_ranges`) under a `prefetch_plan`; `shape`:
+    the one every sample must have (`Samples`)."""
     return DataLoader(
-        Samples(split, transform),
+        Samples(split, transform, shape=shape, desc=desc),
         batch_sampler=[list(range(a, b)) for _, a, b, _ in batches],
         num_workers=prefetch.workers,
         pin_memory=pin,

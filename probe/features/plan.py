@@ -89,4 +89,5 @@ def _columns(encoder: Encoder, split: Split, kinds: list[str], desc: str) -> dic
         out[kind] = spans.get(kind, only)
         if out[kind] is None:
             raise ProbeError(f"{desc}: the encoder gives {list(spans)}, not the kind {kind!r}")
-    return {"spans": out, "width": width, "sample_bytes": one.numel() * one.element_size()}
+    return {"spans": out, "width": width, "sample_bytes": one.numel() * one.element_size(),
+            "sample_shape": list(one.shape)}  # fmt: skip

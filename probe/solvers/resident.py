@@ -19,6 +19,7 @@ the pass) and the gradient back, so X itself is never rotated.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -95,6 +96,11 @@ class Problem:
     def __init__(self, res: Resident, n: int, y: np.ndarray, num_classes: int) -> None:
         self.resident, self.y_source = res, y
         self.present = np.unique(np.asarray(y))
+        if len(self.present) < 2:  # nothing to separate (and the curvature 1/K (1 - 1/K) is 0)
+            raise ProbeError(
+                f"the labels of this fit hold {len(self.present)} class(es) "
+                f"({self.present.tolist()[:1]}); a logistic probe needs two or more"
+            )
         if self.present.min() < 0 or self.present.max() >= num_classes:
             raise ProbeError(
                 f"labels must lie in 0..{num_classes - 1}; found {self.present.min()}.."
@@ -154,9 +160,21 @@ def _principal_axes(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
         mean += X[s : s + ROWS].sum(0, dtype=torch.float64)
     mean /= n
     m32 = mean.to(torch.float32)
+    # float32 squares overflow from |x| ~ 1e17 (and vanish below ~1e-20): the covariance is
+    # accumulated for X / 2^e (exact) and scaled back in float64; its eigenvectors do not
+    # depend on the scale
+    shift = _power_of_two(X, m32)
     cov = torch.zeros(d, d, dtype=torch.float64, device=X.device)
     for s in range(0, n, ROWS):
-        xc = X[s : s + ROWS] - m32
+        xc = (X[s : s + ROWS] - m32) * 2.0**-shift
         cov += (xc.T @ xc).to(torch.float64)
     spectrum, basis = torch.linalg.eigh(cov / n)
-    return mean, basis, spectrum.clamp_min(0.0)
+    return mean, basis, spectrum.clamp_min(0.0) * 4.0**shift
+
+
+def _power_of_two(X: torch.Tensor, m32: torch.Tensor) -> int:
+    """e with max |X - m| / 2^e in [0.5, 1) (0 for constant X): an exact rescaling."""
+    top = 0.0
+    for s in range(0, len(X), ROWS):
+        top = max(top, float((X[s : s + ROWS] - m32).abs().max()))
+    return math.frexp(top)[1] if math.isfinite(top) and top > 0 else 0

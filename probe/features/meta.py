@@ -1,0 +1,71 @@
+"""The shape a cache entry's `meta.json` must have before anything reads a field of it.
+
+meta.json is ours, but it lives on a shared disk and can be edited, truncated to other valid
+JSON, or left by another version. Valid JSON of the wrong shape (a list, `"n": "abc"`, a
+`dataset` block that is a string) used to reach attribute and key lookups deep in the probe
+stage as tracebacks; `problem` names what is wrong instead, and the entry is then treated
+like one with an unreadable meta.json: rebuilt by `stage=all`/`extract`, reported by
+`stage=probe` with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Check = tuple[str, type | tuple[type, ...], bool]  # (key, type, required)
+# top level: what `CacheEntry` and the probe stage read
+TOP: tuple[Check, ...] = (("n", int, True), ("dim", int, True), ("checksum", dict, False),
+                          ("content_hash", str, False), ("fingerprint", dict, False),
+                          ("dataset", dict, False), ("libraries", dict, False))  # fmt: skip
+# the `dataset` block (`ImageDataset.about`): what `stage=probe` reads instead of the images
+DATASET: tuple[Check, ...] = (("num_classes", int, True), ("splits", list, False),
+                              ("val_rule", str, False), ("info", dict, False),
+                              ("stamp", (dict, type(None)), False))  # fmt: skip
+STAMP: tuple[Check, ...] = (("path", str, True), ("size", int, True), ("mtime_ns", int, True))
+CHECKSUM: tuple[Check, ...] = (("algorithm", str, False), ("shard_size", int, False),
+                               ("shards", list, False), ("labels", str, False))  # fmt: skip
+
+
+def problem(meta: Any) -> str | None:
+    """Why `meta` (parsed meta.json) cannot be used, or None when its shape is right."""
+    if not isinstance(meta, dict):
+        return f"holds a {type(meta).__name__}, not an object"
+    why = _fields(meta, TOP, "")
+    if why:
+        return why
+    if meta["n"] < 0 or meta["dim"] < 1:
+        return f"says n={meta['n']}, dim={meta['dim']} (rows >= 0, feature columns >= 1)"
+    why = _fields(meta.get("checksum", {}), CHECKSUM, "checksum.")
+    if why:
+        return why
+    about = meta.get("dataset")
+    if about is None:
+        return None
+    why = _fields(about, DATASET, "dataset.")
+    if why:
+        return why
+    if about["num_classes"] < 1 or not all(s in ("train", "val", "test")
+                                           for s in about.get("splits", [])):  # fmt: skip
+        return f"has dataset.num_classes={about['num_classes']}, splits={about.get('splits')}"
+    if about.get("stamp") is not None:
+        return _fields(about["stamp"], STAMP, "dataset.stamp.")
+    return None
+
+
+def _fields(block: dict[str, Any], checks: tuple[Check, ...], prefix: str) -> str | None:
+    for key, kind, required in checks:
+        if key not in block:
+            if required:
+                return f"lacks {prefix}{key}"
+            continue
+        value = block[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"has {prefix}{key}={value!r}, not {_name(kind)}"
+    return None
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", str: "a string", dict: "an object", list: "a list",
+             type(None): "null"}  # fmt: skip
+    return " or ".join(names[k] for k in kinds)
