@@ -10,6 +10,8 @@ where the CLI would: `{results_dir}/{encoder}/{dataset}[.eval].json`.
 One code path: the CLI's probe stage (`probe.run.probe_stage`) builds its `Task` from the
 feature cache and calls `evaluate` and `save` below, exactly as these functions do with the
 caller's arrays. `LinearProbe` (the scikit-learn estimator) fits with the same protocol parts.
+`load_results` gives every result under a results dir as a pandas DataFrame (the tables read
+theirs from it); `model_index` an encoder's results as a model card's `model-index` block.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from probe.evaluations.inputs import check_inputs
 from probe.evaluations.outcome import Outcome, Task, bootstrap_options
 from probe.report.heads import write_head
 from probe.report.record import result_path, stamp, write_result
+from probe.report.tables.frame import load_results
+from probe.report.tables.model_index import model_index
 from probe.solvers.shipped import build_backend
 
-__all__ = ["LinearProbe", "evaluate", "fewshot_probe", "knn_probe", "linear_probe", "save"]
+__all__ = ["LinearProbe", "evaluate", "fewshot_probe", "knn_probe", "linear_probe",
+           "load_results", "model_index", "save"]  # fmt: skip
 Pair = tuple[Any, Any]
 
 

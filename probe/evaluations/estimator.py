@@ -59,16 +59,16 @@ def _features(est: Any, X: Any, *, reset: bool, name: str = "X") -> Any:
             raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
                              f"expecting {est.n_features_in_} features as input")  # fmt: skip
         return X
-    if np.ndim(X) == 1:
-        raise ValueError(f"{name} is 1-D ({np.shape(X)[0]} values); expected 2-D. Reshape "
-                         "your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for "
-                         "one sample")  # fmt: skip
     try:
         if name == "X":
             checked = validate_data(est, X, reset=reset, dtype=[np.float32, np.float64])
         else:
             checked = check_array(X, dtype=[np.float32, np.float64], input_name=name)
     except ValueError as err:  # scikit-learn's own words, on one line
+        if "got 1D array" in str(err):  # without the array it prints
+            raise ValueError(f"{name} is 1-D; expected 2-D. Reshape your data: "
+                             "X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one "
+                             "sample") from None  # fmt: skip
         raise ValueError(" ".join(str(err).split())) from None
     memmap = isinstance(X, np.memmap) and X.dtype in (np.float32, np.float64) and X.ndim == 2
     return X if memmap else checked

@@ -27,8 +27,8 @@ from probe.core.paths import config_dir
 from probe.core.paths import published_dir as default_published
 from probe.report.record import LINEAR
 from probe.report.tables import stats
-from probe.report.tables.flags import protocol_flags
-from probe.report.tables.found import Found, claims, fill_command, grid_command, scan
+from probe.report.tables.found import Found, claims, fill_command, grid_command
+from probe.report.tables.frame import load_results
 from probe.report.tables.stats import PairDiff, pair
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class Result:
     score: float
     path: Path
     record: dict[str, Any] = field(default_factory=dict, repr=False)
+    flags: list[str] = field(default_factory=list)  # why it is not a plain protocol run
 
 
 @dataclass
@@ -146,16 +147,18 @@ def _as_result(found: Found) -> tuple[Result | None, str | None]:
 
 
 def scan_results(results_dirs: list[str | Path]) -> tuple[list[Result], list[str]]:
-    """Every done `{dir}/{encoder}/{dataset}.json` result, and why each other is not
-    (`found.scan`: each file once, damaged, partial or misplaced ones listed)."""
+    """Every done `{dir}/{encoder}/{dataset}.json` result, and why each other is not: the
+    linear rows of `probe.load_results` (`frame.load_results`: each file once, damaged,
+    partial or misplaced ones listed)."""
     for root in map(lambda d: Path(d).expanduser(), results_dirs):
         if not root.is_dir():
             log.warning("results dir %s does not exist: no results read from it", root)
-    found, bad = scan(results_dirs, LINEAR)
-    results = []
-    for item in found:
-        res, why = _as_result(item)
+    frame = load_results(results_dirs, evals=[LINEAR])
+    results, bad = [], list(frame.attrs["bad_files"])
+    for row in frame.itertuples(index=False):
+        res, why = _as_result(Found(Path(row.path), row.record))
         if res is not None:
+            res.flags = list(row.flags)
             results.append(res)
         else:
             bad.append(why)
@@ -252,7 +255,7 @@ def build_table(
             if res is None:
                 table.missing.append((enc, ds, fill_command(enc, ds, results_dirs[0])))
             else:
-                cell.ours, cell.path, cell.flags = res.score, res.path, protocol_flags(res.record)
+                cell.ours, cell.path, cell.flags = res.score, res.path, res.flags
                 cell.ci = res.record.get("score_ci")
                 cell.level = stats.interval_level(res.record, res.path) if cell.ci else None
             if pub and pub.source not in table.sources:

@@ -29,9 +29,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from probe.report.tables.flags import protocol_flags
 from probe.report.tables.found import Found, claims
-from probe.report.tables.found import scan as found_scan
+from probe.report.tables.frame import load_results
 from probe.report.tables.render import DAGGER
 from probe.report.tables.stats import column_level, interval_level, percent
 
@@ -63,21 +62,25 @@ class EvalTable:
         return DAGGER if self.flags.get((enc, ds)) else ""
 
 
-def scan(results_dirs: list[str | Path], kind: str) -> tuple[list[Found], list[str]]:
-    """The done `kind` results, and why each other file is not done (`found.scan`: each
-    file once; damaged, incomplete or misplaced ones listed with the command that remakes
-    them). Two results for one cell are refused in `build_eval_table`, for the shown cells."""
-    found, bad = found_scan(results_dirs, kind)
-    for item in found:  # the per-k field as a plain dict (JSON keys: shot counts, k values)
-        if not isinstance(item.record.get(PER_K[kind]), dict):
-            bad.append(f"{item.path}: its {PER_K[kind]} is not a mapping")
-    found = [f for f in found if isinstance(f.record.get(PER_K[kind]), dict)]
-    return found, bad
+def scan(results_dirs: list[str | Path], kind: str) -> tuple[list[Found], list[str], dict]:
+    """The done `kind` results (the rows of `probe.load_results`: each file once; damaged,
+    incomplete or misplaced ones listed with the command that remakes them), why each other
+    file is not, and each result's dagger reasons by path. Two results for one cell are
+    refused in `build_eval_table`, for the shown cells."""
+    frame = load_results(results_dirs, evals=[kind])
+    found, bad, flags = [], list(frame.attrs["bad_files"]), {}
+    for row in frame.itertuples(index=False):  # the per-k field: JSON keys, shots or k values
+        if not isinstance(row.record.get(PER_K[kind]), dict):
+            bad.append(f"{row.path}: its {PER_K[kind]} is not a mapping")
+            continue
+        found.append(Found(Path(row.path), row.record))
+        flags[row.path] = list(row.flags)
+    return found, bad, flags
 
 
 def build_eval_table(cfg: dict[str, Any], *, results_dirs: list[str | Path]) -> EvalTable:
     kind = cfg["kind"]
-    found, bad = scan(results_dirs, kind)
+    found, bad, flags = scan(results_dirs, kind)
     encoders = cfg.get("encoders") or sorted({f.key[0] for f in found})
     datasets = cfg.get("datasets") or sorted({f.key[1] for f in found})
     shown = [f for f in found if f.key[0] in encoders and f.key[1] in datasets]
@@ -87,7 +90,7 @@ def build_eval_table(cfg: dict[str, Any], *, results_dirs: list[str | Path]) -> 
                   results=results, encoders=list(encoders), datasets=list(datasets),
                   labels=dict(cfg.get("labels") or {}), k=int(cfg.get("k") or 20),
                   bad_files=bad)  # fmt: skip
-    t.flags = {key: protocol_flags(rec) for key, rec in results.items()}
+    t.flags = {key: flags[rec["path"]] for key, rec in results.items()}
     for enc in t.encoders:
         shown = [r for (e, d), r in results.items() if e == enc and d in t.datasets]
         cells = [(r["path"], interval_level(r, r["path"])) for r in shown]
