@@ -197,21 +197,22 @@ def test_load_results_and_the_model_card_block(tmp_path: Path) -> None:
 
 
 def test_model_index_from_the_command_line(tmp_path: Path) -> None:
-    """`python -m probe.table format=model-index card=pixels` after the demo run."""
-    from conftest import run_cli
-
-    env = {"PROBE_CACHE_DIR": str(tmp_path / "c"), "PROBE_RESULTS_DIR": str(tmp_path / "r")}
-    assert run_cli([], cwd=tmp_path, env=env).returncode == 0
+    """`python -m probe.table format=model-index card=mine` on a result the API wrote."""
     import subprocess
     import sys
 
-    args = ["format=model-index", "card=pixels", "include_flagged=true",  # a dirty tree
-            f"results_dir={tmp_path / 'r'}"]  # fmt: skip
+    Xtr, ytr, Xte, yte = blobs()
+    linear_probe((Xtr, ytr), (Xte, yte), encoder="mine", dataset="blobs", results_dir=tmp_path)
+    args = ["format=model-index", "card=mine", "include_flagged=true", f"results_dir={tmp_path}"]
     proc = subprocess.run([sys.executable, "-m", "probe.table", *args], cwd=tmp_path,
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "model-index:" in proc.stdout and "type: digits" in proc.stdout
-    assert (tmp_path / "r" / "tables" / "pixels.model-index.yaml").is_file()
+    assert "model-index:" in proc.stdout and "type: blobs" in proc.stdout
+    assert (tmp_path / "tables" / "mine.model-index.yaml").is_file()
+    bad = subprocess.run([sys.executable, "-m", "probe.table", "format=model-index",
+                          f"results_dir={tmp_path}"], cwd=tmp_path, capture_output=True,
+                         text=True)  # fmt: skip
+    assert bad.returncode == 2 and "needs card=ENCODER" in bad.stderr + bad.stdout
 
 
 def test_the_docs_example_runs_as_written(tmp_path: Path, monkeypatch) -> None:
