@@ -129,12 +129,12 @@ def score_ci(
     seed: int = 0,
     level: float = LEVEL,
 ) -> list[float]:
-    """[low, high] of the score (percent); `correct[i]` says whether image i was right."""
-    a = _check(correct, y, resamples=resamples, level=level)
-    if a.ndim != 1:
-        raise ValueError(f"outcomes {a.shape} must be (N,)")
-    return _interval(a.astype(np.int64), np.array([0.0, 1.0]), y, metric=metric,
-                     resamples=resamples, seed=seed, level=level)  # fmt: skip
+    """[low, high] of the score (percent); `correct[i]` says whether image i was right:
+    the mean over one head (`mean_score_ci`)."""
+    if np.ndim(correct) != 1:
+        raise ValueError(f"outcomes {np.shape(correct)} must be (N,)")
+    return mean_score_ci(np.asarray(correct)[None], y, metric=metric, resamples=resamples,
+                         seed=seed, level=level)  # fmt: skip
 
 
 def mean_score_ci(
