@@ -52,9 +52,11 @@ def evaluate(
     name: str,
     encoder: str,
     dataset: str,
+    protocol: str = "clip",
 ) -> tuple[dict[str, Any], Outcome]:
     """One evaluation (`name`: linear, fewshot, knn) on a task, its inputs checked first:
-    the fields every result has, whoever made the arrays."""
+    the fields every result has, whoever made the arrays. `protocol`: the card whose rules
+    the task carries (`configs/protocol/`; the Python API runs the CLIP paper's)."""
     check_inputs(task.train, task.val, task.test, eval_name=name)
     start = time.perf_counter()
     outcome = evaluation(task)
@@ -62,6 +64,7 @@ def evaluate(
         "encoder": encoder,
         "dataset": dataset,
         "eval": outcome.eval,
+        "protocol": protocol,
         "metric": task.metric,
         **outcome.fields,
         "n_train": len(task.train[1]),

@@ -15,14 +15,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from probe.api import evaluate, save
 from probe.core import params
+from probe.core.card import apply_card, card_name
 from probe.core.device import resolve_device
 from probe.core.factory import make
 from probe.core.limits import device_limit, host_limit
 from probe.core.names import check_run_names
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
+from probe.evaluations.cards import Rules
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.outcome import Task, bootstrap_options
+from probe.evaluations.search import clip_binary
 from probe.evaluations.splits import protocol_splits
 from probe.features.cache import CacheEntry
 from probe.features.cached import probe_inputs
@@ -46,6 +49,7 @@ def warn_sizes(dataset: DatasetFacts, sizes: dict[str, int]) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
+    cfg = apply_card(cfg)  # the protocol card's encoder and solver keys, before anything else
     params.check(cfg)  # every count, switch and choice of the line, before anything is built
     check_run_names(cfg)  # before anything is written: names become folders (core/names.py)
     normalize = check_normalize(cfg.probe.get("normalize"))
@@ -76,7 +80,13 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def check_memory(
-    cfg: DictConfig, *, n: tuple[int, int, int], dim: int, num_classes: int, device: str
+    cfg: DictConfig,
+    *,
+    n: tuple[int, int, int],
+    dim: int,
+    num_classes: int,
+    device: str,
+    points: int = memory.SEARCH_POINTS,
 ) -> None:
     """Log the linear protocol's estimated peak memory; refuse a run that cannot fit
     (`memory_check=false` skips the refusal)."""
@@ -84,12 +94,29 @@ def check_memory(
     est = memory.estimate(backend=backend, n_train=n[0], n_val=n[1], n_test=n[2], dim=dim,
                           num_classes=num_classes, device=device,
                           chunk_mb=int(cfg.probe.get("chunk_mb", 1024)),
-                          memory=int(cfg.probe.get("memory", 10)))  # fmt: skip
+                          memory=int(cfg.probe.get("memory", 10)),
+                          search_points=points)  # fmt: skip
     host, dev = host_limit(), device_limit(device)
     log.info("probe memory estimate (%s): %s; available: host %s, device %s", backend,
              est.describe(), _limit_text(host), _limit_text(dev))  # fmt: skip
     if cfg.get("memory_check", True):
         memory.check(est, host=host, device=dev, backend=backend)
+
+
+def linear_rules(cfg: DictConfig) -> Rules:
+    """The card's val rule, search, refit and metric (the CLIP paper's without a card)."""
+    node = (cfg.get("protocol") or {}).get("linear")
+    if node is None:
+        return Rules(splits=protocol_splits, search=clip_binary())
+    return make(node)
+
+
+def _features_from(cfg: DictConfig) -> str:
+    """Whose feature and transform the result used: the card's or the encoder config's own,
+    or the user's (`encoder=precomputed`: a card's encoder block never applies there)."""
+    if cfg.encoder.get("user_features", False):
+        return "user"
+    return "card" if (cfg.get("protocol") or {}).get("encoder") else "encoder"
 
 
 def _limit_text(limit: tuple[int, str] | None) -> str:
@@ -111,19 +138,24 @@ def probe_stage(
     start = time.perf_counter()
     feats = {s: e.load() for s, e in entries.items()}
     warn_sizes(dataset, {s: len(v[1]) for s, v in feats.items()})
-    train, val, test = protocol_splits(dataset, feats)
+    rules = linear_rules(cfg)
+    train, val, test = rules.splits(dataset, feats)
     train, val, test = ((normalize_rows(X, normalize), y) for X, y in (train, val, test))
     if cfg.eval.get("name", "linear") == "linear":
         check_memory(cfg, n=(len(train[1]), len(val[1]), len(test[1])), dim=train[0].shape[1],
-                     num_classes=dataset.num_classes, device=device)  # fmt: skip
+                     num_classes=dataset.num_classes, device=device,
+                     points=rules.search.most_fits)  # fmt: skip
     task = Task(train=train, val=val, test=test, num_classes=dataset.num_classes,
-                metric=dataset.metric, device=device,
+                metric=rules.metric or dataset.metric, device=device,
                 make_solver=lambda: make(cfg.probe, device=device),
-                bootstrap=bootstrap_options(cfg.get("bootstrap")))  # fmt: skip
-    name = result_name(cfg.encoder, cfg.probe)
+                bootstrap=bootstrap_options(cfg.get("bootstrap")),
+                strategy=rules.search, refit_on=rules.refit_on)  # fmt: skip
+    card = card_name(cfg)
+    name = result_name(cfg.encoder, cfg.probe, protocol=card)
     record, outcome = evaluate(task, make(cfg.eval), name=cfg.eval.get("name", "linear"),
-                               encoder=name, dataset=cfg.dataset.name)  # fmt: skip
+                               encoder=name, dataset=cfg.dataset.name, protocol=card)  # fmt: skip
     record.update({
+        "protocol_features": _features_from(cfg),
         "dataset_info": dataset.info,  # source, counts found, skipped corrupt images
         "feature": cfg.encoder.get("feature"),  # the probed kind (null: the encoder's only one)
         "normalize": normalize,

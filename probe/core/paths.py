@@ -44,11 +44,14 @@ def slurm_script() -> Path:
 
 def compose_config(overrides: list[str]) -> Any:
     """The main `config` composed with `overrides`, inside or outside a running Hydra app
-    (`python -m probe.grid` and `probe.table` are apps; tests and libraries are not)."""
+    (`python -m probe.grid` and `probe.table` are apps; tests and libraries are not), with
+    its protocol card applied as `python -m probe` applies it (`probe.core.card`)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from probe.core.card import apply_card
+
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
+        return apply_card(compose(config_name="config", overrides=overrides))
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return apply_card(compose(config_name="config", overrides=overrides))

@@ -23,19 +23,23 @@ from typing import Any
 import numpy as np
 
 from probe.core import preempt
+from probe.core.errors import ProbeError
 from probe.core.rows import Rows
 from probe.evaluations.bootstrap import interval_fields
 from probe.evaluations.heads import test_outputs, top5_accuracy
 from probe.evaluations.metrics import score
 from probe.evaluations.outcome import Outcome, Task
+from probe.evaluations.search import ClipBinary, Strategy, clip_grid
 from probe.solvers.base import Fit, Solver
 
 log = logging.getLogger(__name__)
 
 Pair = tuple[np.ndarray | Rows, np.ndarray]
-GRID = 10.0 ** (np.arange(97) / 8.0 - 6.0)
+GRID = clip_grid()  # 1e-6 .. 1e6, 8 per decade
 INITIAL = list(range(0, 97, 16))
 STEPS = (8, 4, 2, 1)
+TRAIN_VAL = "train+val"
+REFIT_RULES = (TRAIN_VAL, "train")
 
 
 @dataclass
@@ -80,20 +84,29 @@ def search(
     grid: np.ndarray = GRID,
     initial: Sequence[int] = INITIAL,
     steps: Sequence[int] = STEPS,
+    strategy: Strategy | None = None,
 ) -> SearchResult:
-    """Run the parametric binary search over C; selection by `metric` on the val split.
+    """Choose C on val by `metric`: each point the strategy asks for is fitted once on train,
+    scored on val and recorded in the order it was tried.
 
-    `grid` holds the C values (ascending; the search works on its indices), `initial` the
-    indices of the first round and `steps` the half-widths of the refinement rounds."""
+    `strategy` (`probe.evaluations.search`) walks its own grid; without one, the CLIP search
+    on `grid` (ascending; the search works on its indices) from the `initial` indices with
+    the refinement half-widths `steps`."""
+    if strategy is None:
+        strategy = ClipBinary(grid=np.asarray(grid), initial=tuple(initial), steps=tuple(steps))
+    grid = strategy.grid
     X, y = train
     Xv, yv = val
     res = SearchResult(best_C=float("nan"), best_index=-1)
     scores: dict[int, float] = {}
 
-    def evaluate(points: list[int]) -> None:
+    def score_points(points: list[int]) -> dict[int, float]:
         new = sorted(k for k in set(points) if k not in scores)
-        if not new:
-            return
+        if new:
+            fit_points(new)
+        return {k: scores[k] for k in points}
+
+    def fit_points(new: list[int]) -> None:
         t0 = time.perf_counter()
         inits = [_warm_start(res.fits, k) for k in new]
         fits = solver.fit_many(
@@ -119,18 +132,8 @@ def search(
                 "" if fit.converged else ", NOT converged", seconds,
             )  # fmt: skip
 
-    def best(points: list[int]) -> int:
-        # max score, ties toward the smaller index (smaller C = stronger regularisation)
-        return max(sorted(points), key=lambda k: (scores[k], -k))
-
-    evaluate(list(initial))
-    peak = best(list(initial))
-    for step in steps:
-        trio = [max(peak - step, 0), peak, min(peak + step, len(grid) - 1)]
-        evaluate(trio)
-        peak = best(trio)
-    res.best_index = peak
-    res.best_C = float(grid[peak])
+    res.best_index = strategy.choose(score_points)
+    res.best_C = float(grid[res.best_index])
     return res
 
 
@@ -206,19 +209,26 @@ def run_protocol(
     test: Pair,
     num_classes: int,
     metric: str,
+    strategy: Strategy | None = None,
+    refit_on: str = TRAIN_VAL,
 ) -> Protocol:
-    """The search on val, then the refit on train + val at the chosen C, scored on test.
+    """The search on val, then the refit at the chosen C, scored on test.
 
-    train + val is a row selection (`Rows.cat`), not a copy, and the search's rows are its
-    first rows (`head`), so a solver that keeps its own copy of the features makes one for
-    both fits; the copy is released before the caller goes on."""
+    The refit is on train + val (`refit_on="train+val"`: the CLIP paper's and dinov2's rule) or
+    on train alone (`"train"`). train + val is a row selection (`Rows.cat`), not a copy, and
+    the search's rows are its first rows (`head`), so a solver that keeps its own copy of the
+    features makes one for both fits; the copy is released before the caller goes on."""
+    if refit_on not in REFIT_RULES:
+        raise ProbeError(f"refit_on={refit_on!r} unknown; allowed: {', '.join(REFIT_RULES)}")
     both = Rows.cat(train[0], val[0])
     y_both = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])
-    found = select_C(solver=solver, train=(both.head(len(train[1])), train[1]), val=val,
-                     num_classes=num_classes, metric=metric)  # fmt: skip
+    first = (both.head(len(train[1])), train[1])
+    found = select_C(solver=solver, train=first, val=val, num_classes=num_classes,
+                     metric=metric, strategy=strategy)  # fmt: skip
     test_score, final = refit_and_test(
-        solver=solver, train=(both, y_both), test=test, C=found.best_C,
-        num_classes=num_classes, metric=metric, init=found.fits.get(found.best_index),
+        solver=solver, train=(both, y_both) if refit_on == TRAIN_VAL else first, test=test,
+        C=found.best_C, num_classes=num_classes, metric=metric,
+        init=found.fits.get(found.best_index),
     )  # fmt: skip
     solver.release()
     return Protocol(found=found, test_score=test_score, final=final)
@@ -229,7 +239,8 @@ def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
     with its bootstrap interval, and the head with the test outputs to save."""
     solver = task.make_solver()
     done = run_protocol(solver=solver, train=task.train, val=task.val, test=task.test,
-                        num_classes=task.num_classes, metric=task.metric)  # fmt: skip
+                        num_classes=task.num_classes, metric=task.metric,
+                        strategy=task.strategy, refit_on=task.refit_on)  # fmt: skip
     found, test_score, final = done.found, done.test_score, done.final
     outputs = test_outputs(solver, final, task.test)  # labels, the predictions scored, top-5
     top5 = top5_accuracy(outputs)

@@ -40,6 +40,10 @@ class Task:
     device: str
     make_solver: Callable[[], Solver]
     bootstrap: dict[str, Any] = field(default_factory=dict)
+    # the linear probe's rules from the protocol card: the C search (None: the CLIP search)
+    # and the rows of the final fit (`linear.REFIT_RULES`)
+    strategy: Any = None
+    refit_on: str = "train+val"
 
 
 def bootstrap_options(cfg: Any) -> dict[str, Any]:

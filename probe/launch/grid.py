@@ -30,6 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from probe.core import params
+from probe.core.card import card_name
 from probe.core.errors import ProbeError
 from probe.core.io import write_text_atomic
 from probe.core.names import check_name, check_run_names
@@ -97,7 +98,7 @@ def resolve_runs(runs: list[list[str]], *, results_dir: str | Path) -> list[Run]
         try:
             cfg = compose_config(overrides)
             params.check(cfg)  # a wrong value fails here, not in every array task
-            name = result_name(cfg.encoder, cfg.get("probe"))
+            name = result_name(cfg.encoder, cfg.get("probe"), protocol=card_name(cfg))
             path = result_path(cfg.results_dir, name, cfg.dataset.name, cfg.eval.name)
         except (HydraException, OmegaConfBaseException, ProbeError) as err:
             problems.setdefault(str(err).strip().splitlines()[0], shlex.join(run))

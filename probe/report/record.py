@@ -13,8 +13,10 @@ from typing import Any
 
 from probe import __version__
 from probe.core.io import write_json_atomic
+from probe.core.paths import config_dir
 
 DEFAULT_FEATURE = "pooler_output"
+DEFAULT_PROTOCOL = "clip"
 NORMALIZE_TAGS = ("l2",)
 LINEAR = "linear"
 REQUIRED_FIELDS = (
@@ -38,28 +40,43 @@ def result_path(
     return Path(results_dir).expanduser() / encoder / f"{dataset}{suffix}.json"
 
 
-def result_name(encoder: Any, probe: Any) -> str:
+def result_name(encoder: Any, probe: Any, *, protocol: str | None = None) -> str:
     """The encoder name a run's result is filed under (its folder and its `encoder` field).
 
-    The encoder config's name, tagged with a feature kind other than `pooler_output` and with
-    probe-time normalisation other than `none`: `dinov2_l14`, `dinov2_l14@last4`,
-    `dinov2_l14@last4@l2`. Runs that differ only in those never share a result file.
+    The encoder config's name, tagged with a feature kind other than `pooler_output`, with
+    probe-time normalisation other than `none` and with a protocol card other than `clip`:
+    `dinov2_l14`, `dinov2_l14@last4`, `dinov2_l14@last4@l2`, `dinov2_l14@cls@dinov2`. Runs
+    that differ only in those never share a result file.
     """
     name = str(encoder.get("name"))
     feature = encoder.get("feature")
     if feature and feature != DEFAULT_FEATURE:
         name += f"@{feature}"
     normalize = (probe or {}).get("normalize") or "none"
-    return name if normalize == "none" else f"{name}@{normalize}"
+    if normalize != "none":
+        name += f"@{normalize}"
+    return name if protocol in (None, DEFAULT_PROTOCOL) else f"{name}@{protocol}"
 
 
 def name_overrides(name: str) -> list[str]:
     """A result name back as the overrides that produce it (`result_name`'s inverse)."""
     base, *tags = name.split("@")
     out = [f"encoder={base}"]
+    cards = protocol_names()
     for tag in tags:
-        out.append(f"probe.normalize={tag}" if tag in NORMALIZE_TAGS else f"encoder.feature={tag}")
+        if tag in NORMALIZE_TAGS:
+            out.append(f"probe.normalize={tag}")
+        elif tag in cards:
+            out.append(f"protocol={tag}")
+        else:
+            out.append(f"encoder.feature={tag}")
     return out
+
+
+@lru_cache(maxsize=1)
+def protocol_names() -> frozenset[str]:
+    """The protocol cards shipped (`configs/protocol/*.yaml`): the tags a result name may end in."""
+    return frozenset(p.stem for p in (config_dir() / "protocol").glob("*.yaml"))
 
 
 def versions() -> dict[str, str | None]:

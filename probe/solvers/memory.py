@@ -64,6 +64,7 @@ class _Shapes:
     n_test: int
     d: int
     k: int
+    points: int = SEARCH_POINTS  # searched C values, each fit kept until the refit
 
 
 def backend_of(target: object) -> str:
@@ -84,14 +85,17 @@ def estimate(
     device: str = "cpu",
     chunk_mb: int = 1024,
     memory: int = 10,
+    search_points: int = SEARCH_POINTS,
 ) -> MemoryEstimate:
     """Peak memory of the probe stage on float32 features of these shapes.
 
     `n_train` and `n_val` are the protocol's split sizes (after any carve); the refit holds
-    their union. `chunk_mb` and `memory` are the torch backend's options of those names.
+    their union. `chunk_mb` and `memory` are the torch backend's options of those names;
+    `search_points` the C values the search fits (the CLIP search's 15 at most; a protocol
+    card's sweep, its whole grid).
     """
     s = _Shapes(n=n_train + n_val, n_all=n_train + n_val + n_test, n_test=n_test, d=dim,
-                k=num_classes)  # fmt: skip
+                k=num_classes, points=int(search_points))  # fmt: skip
     gpu = str(device).startswith("cuda")
     if backend == "torch":
         return _torch(s, gpu=gpu, chunk_bytes=chunk_mb * 2**20, memory=memory)
@@ -104,7 +108,7 @@ def estimate(
 
 def _common(s: _Shapes) -> dict[str, int]:
     return {"runtime": RUNTIME, "labels": LABEL_ARRAYS * s.n_all * 8,
-            "search fits": SEARCH_POINTS * s.k * s.d * F64}  # fmt: skip
+            "search fits": s.points * s.k * s.d * F64}  # fmt: skip
 
 
 def _test_outputs(s: _Shapes) -> int:

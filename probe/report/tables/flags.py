@@ -105,8 +105,11 @@ def protocol_flags(record: dict[str, Any]) -> list[str]:
     if not isinstance(config, dict):
         return [*reasons, "no config block: cannot tell its settings"]
     if config.get("api") is True:  # probe.linear_probe & co.: the caller's own features
-        return [*reasons, "the caller's features through the Python API (no shipped encoder "
-                "or dataset config to compare with)"]
+        return [
+            *reasons,
+            "the caller's features through the Python API (no shipped encoder "
+            "or dataset config to compare with)",
+        ]
     names = _names(record, config)
     missing = {g: n for g, n in names.items() if not _has_file(g, n)}
     reasons += [_no_file(g, n) for g, n in missing.items()]
