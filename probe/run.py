@@ -15,13 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from probe.api import evaluate, save
 from probe.core import params
-from probe.core.card import apply_card, card_name
+from probe.core.card import apply_card, card_fixing_feature, card_name
 from probe.core.device import resolve_device
+from probe.core.errors import ProbeError
 from probe.core.factory import make
 from probe.core.limits import device_limit, host_limit
 from probe.core.names import check_run_names
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
+from probe.encoders.kinds import KindUnavailable
 from probe.evaluations.cards import Rules
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.outcome import Task, bootstrap_options
@@ -68,9 +70,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             ranks = Context() if cfg.stage == "probe" else ctx
             dataset = build_dataset(cfg, ranks)
             entries = cache_entries(cfg, dataset.source_splits, dtype)
-            extract_seconds = ensure_features(
-                cfg, dataset, entries, device=device, dtype=dtype, ctx=ranks
-            )
+            try:
+                extract_seconds = ensure_features(
+                    cfg, dataset, entries, device=device, dtype=dtype, ctx=ranks
+                )
+            except KindUnavailable as err:  # the card's feature, or the user's own choice
+                raise ProbeError(f"{card_fixing_feature(cfg)}{err}") from None
     finally:
         teardown(ctx)
     if cfg.stage == "extract" or not ctx.main:

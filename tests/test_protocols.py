@@ -275,6 +275,25 @@ def test_a_card_that_cannot_apply_fails_in_one_line_before_extraction(dirs, tmp_
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_card_on_an_encoder_without_a_class_token_names_itself(dirs, tmp_path, tiny) -> None:
+    fake = fakes.make("imagefolder", tmp_path / "data")
+    over = [
+        *dirs,
+        "encoder=siglip_so400m",
+        f"encoder.model={tiny['siglip_vision_model']}",
+        "encoder.width=32",
+        "dataset=imagefolder",
+        *fake.overrides,
+        "protocol=dinov2",
+    ]
+    with pytest.raises(
+        ProbeError,
+        match=r"^protocol=dinov2 fixes encoder.feature=cls .*: "
+        r"encoder.feature=cls is not available for .*it can give: ",
+    ):
+        run(compose_cfg(over))
+
+
 def test_an_unknown_card_lists_the_known_ones(dirs, tmp_path) -> None:
     proc = run_cli([*dirs, "protocol=dinov9"], cwd=tmp_path)
     assert proc.returncode != 0

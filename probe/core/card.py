@@ -61,6 +61,15 @@ def apply_card(cfg: DictConfig) -> DictConfig:
     return out
 
 
+def card_fixing_feature(cfg: Any) -> str:
+    """`protocol=NAME fixes encoder.feature=KIND; ` when the run's card chose the feature kind
+    (a prefix for the encoder's own error), else nothing."""
+    feature = _block(cfg.get("protocol") or {}, "encoder").get("feature")
+    if not feature or cfg.encoder.get("user_features", False):
+        return ""
+    return f"protocol={card_name(cfg)} fixes encoder.feature={feature} (its paper's feature): "
+
+
 def _block(card: Any, key: str) -> dict[str, Any]:
     node = card.get(key)
     return dict(OmegaConf.to_container(node, resolve=True)) if node else {}

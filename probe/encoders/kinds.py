@@ -70,11 +70,15 @@ def requested(feature: str, features: Sequence[str] | None) -> tuple[str, ...]:
     return kinds
 
 
+class KindUnavailable(ProbeError):
+    """The model cannot give a requested kind (a protocol card that fixed it names itself)."""
+
+
 def check_available(kinds: Sequence[str], available: Sequence[str], *, model: str) -> None:
     """A kind the model cannot give is a one-line error naming the kinds it can."""
     missing = [k for k in kinds if k not in available]
     if missing:
-        raise ProbeError(
+        raise KindUnavailable(
             f"encoder.feature={missing[0]} is not available for {model}; it can give: "
             f"{', '.join(available)}"
         )
