@@ -13,8 +13,10 @@ from typing import Any
 
 from probe import __version__
 from probe.core.io import write_json_atomic
+from probe.core.paths import config_dir
 
 DEFAULT_FEATURE = "pooler_output"
+DEFAULT_PROTOCOL = "clip"
 NORMALIZE_TAGS = ("l2",)
 LINEAR = "linear"
 REQUIRED_FIELDS = (
@@ -57,9 +59,28 @@ def name_overrides(name: str) -> list[str]:
     """A result name back as the overrides that produce it (`result_name`'s inverse)."""
     base, *tags = name.split("@")
     out = [f"encoder={base}"]
+    cards = protocol_names()
     for tag in tags:
-        out.append(f"probe.normalize={tag}" if tag in NORMALIZE_TAGS else f"encoder.feature={tag}")
+        if tag in NORMALIZE_TAGS:
+            out.append(f"probe.normalize={tag}")
+        elif tag in cards:
+            out.append(f"protocol={tag}")
+        else:
+            out.append(f"encoder.feature={tag}")
     return out
+
+
+@lru_cache(maxsize=1)
+def protocol_names() -> frozenset[str]:
+    """The protocol cards shipped (`configs/protocol/*.yaml`): the tags a result name may end in."""
+    return frozenset(p.stem for p in (config_dir() / "protocol").glob("*.yaml"))
+
+
+def protocol_of(record: dict[str, Any]) -> str:
+    """The protocol card a result was made under: its `protocol` field; a record without one
+    was made before cards existed, by the one protocol there was (`clip`)."""
+    value = record.get("protocol")
+    return value if isinstance(value, str) and value else DEFAULT_PROTOCOL
 
 
 def versions() -> dict[str, str | None]:
