@@ -102,17 +102,23 @@ def test_config_fields_and_families() -> None:
     hf |= {f"mlcd_bigg14_{r}": "mlcd_vision_model" for r in (224, 336, 448)}
     hf |= {"clip_l14": "clip_vision_model", "siglip_so400m": "siglip_vision_model"}
     hf |= {"clip_b16": "clip_vision_model", "siglip2_so400m": "siglip_vision_model"}
-    hf |= {"dinov2_l14": "dinov2", "dinov2_g14": "dinov2"}
+    hf |= {f"dinov2_{size}": "dinov2" for size in ("s14", "b14", "l14", "g14")}
+    hf |= {f"dinov2_{size}_reg": "dinov2_with_registers" for size in ("s14", "b14", "l14", "g14")}
     for name, model_type in hf.items():
         enc = compose_cfg([f"encoder={name}"]).encoder
         assert enc.model_type == model_type and enc._target_ == "probe.encoders.hf.build"
-    assert compose_cfg(["encoder=dfn5b_h14"]).encoder._target_ == "probe.encoders.openclip.build"
+    for name in ("dfn5b_h14", "openclip_bigg14"):
+        assert compose_cfg([f"encoder={name}"]).encoder._target_ == "probe.encoders.openclip.build"
     for name in ("eva02_l14", "timm"):
         assert compose_cfg([f"encoder={name}"]).encoder._target_ == "probe.encoders.timm.build"
-    # the towers' published widths (ViT-B 768, L 1024, H 1280, bigG 1664, g 1536, SO400M 1152)
+    # the towers' published widths (ViT-S 384, B 768, L 1024, H 1280, bigG 1664, g 1536,
+    # SO400M 1152); DINOv2 with registers has its plain sibling's width
     widths = {"mlcd_b32": 768, "clip_b16": 768, "mlcd_l14": 1024, "clip_l14": 1024,
-              "dinov2_l14": 1024, "eva02_l14": 1024, "dfn5b_h14": 1280, "dinov2_g14": 1536,
-              "mlcd_bigg14_336": 1664, "siglip_so400m": 1152, "siglip2_so400m": 1152}  # fmt: skip
+              "dinov2_s14": 384, "dinov2_b14": 768, "dinov2_l14": 1024, "eva02_l14": 1024,
+              "dfn5b_h14": 1280, "dinov2_g14": 1536, "mlcd_bigg14_336": 1664,
+              "openclip_bigg14": 1664, "siglip_so400m": 1152, "siglip2_so400m": 1152}  # fmt: skip
+    widths |= {f"{name}_reg": widths[name] for name in ("dinov2_s14", "dinov2_b14", "dinov2_l14",
+                                                        "dinov2_g14")}  # fmt: skip
     for name, width in widths.items():
         assert compose_cfg([f"encoder={name}"]).encoder.width == width, name
 

