@@ -12,20 +12,20 @@ import pytest
 from conftest import CONFIGS, REPO, compose_cfg, config_names
 from omegaconf import OmegaConf
 
+from probe.core.card import apply_card, card_name
 from probe.core.device import auto_dtype
 from probe.launch.grid import expand
 from probe.report.record import result_name
-from probe.report.tables.flags import NO_NUMBER_KEYS, no_number, protocol_flags
-
-GROUPS = ("encoder", "dataset", "probe", "eval")
+from probe.report.tables.flags import GROUPS, NO_NUMBER_KEYS, no_number, protocol_flags
 
 
 def record(overrides: list[str], *, device: str = "cpu", **fields: Any) -> dict[str, Any]:
     """The fields `protocol_flags` reads of a converged run composed from `overrides`."""
-    cfg = compose_cfg(overrides)
+    cfg = apply_card(compose_cfg(overrides))  # as `python -m probe` applies its card
     asked = cfg.encoder.get("dtype", "auto")
     out = {
-        "encoder": result_name(cfg.encoder, cfg.probe), "dataset": cfg.dataset.name,
+        "encoder": result_name(cfg.encoder, cfg.probe, protocol=card_name(cfg)),
+        "dataset": cfg.dataset.name, "protocol": card_name(cfg),
         "eval": cfg.eval.name, "converged": True, "search": [{"C": 1.0, "converged": True}],
         "final_fit": {"converged": True}, "git": "0123abc", "backend": cfg.probe.name,
         "device": device, "dtype": auto_dtype(device) if asked == "auto" else asked,
@@ -70,7 +70,9 @@ SHIPPED = [(g, n) for g in GROUPS for n in config_names(g)] + [("top", "config")
 
 @functools.cache
 def keys_of(group: str, name: str) -> tuple[dict[str, Any], list[str]]:
-    rec = record([] if group == "top" else [f"{group}={name}"])
+    # a card fixes an image encoder's keys: compose it over one (pixels has none to fix)
+    image = ["encoder=dinov2_l14"] if group == "protocol" else []
+    rec = record([] if group == "top" else [f"{group}={name}", *image])
     keys = leaves(rec["config"])
     mine = [k for k in keys if k.split(".")[0] not in GROUPS] if group == "top" else [
         k for k in keys if k.startswith(f"{group}.")]  # fmt: skip
@@ -85,7 +87,9 @@ def test_every_shipped_key_flags_unless_it_cannot_change_a_number(group: str, na
     where = "configs/config.yaml" if group == "top" else f"configs/{group}/{name}.yaml"
     for key in keys:
         flags = protocol_flags(perturbed(rec, key))
-        if no_number(key):  # a renamed group has no file to compare with: said as such
+        if key == "protocol.name":  # an unknown card: what it fixed is compared with no card
+            assert f"no configs/protocol/{changed(name)}.yaml" in " ".join(flags), flags
+        elif no_number(key):  # a renamed group has no file to compare with: said as such
             assert [f for f in flags if not f.startswith("no configs/")] == [], key
         else:
             assert any(f.startswith(f"{key}=") and f"({where}: " in f for f in flags), (key, flags)
@@ -145,8 +149,6 @@ def test_every_run_a_shipped_grid_makes_is_plain(grid: str) -> None:
     spec = OmegaConf.load(CONFIGS / "grid" / f"{grid}.yaml")
     runs = [r for r in expand(spec) if r[1] in (f"dataset={spec.datasets[0]}", "dataset=sun397")]
     assert runs
-    if any(o.startswith("protocol=") for r in runs for o in r) and not config_names("protocol"):
-        pytest.skip("configs/protocol/ (the protocol cards) lands from another branch")
     for run in runs:
         rec = record(run)
         assert protocol_flags(rec) == [], (run, rec["encoder"])
@@ -178,7 +180,7 @@ def test_a_name_without_a_shipped_config_is_said_so() -> None:
     odd = {**record([]), "encoder": "pixels@last4"}  # pixels has no feature kinds
     assert protocol_flags(odd) == [
         "cannot compose the shipped config for encoder=pixels dataset=digits probe=torch "
-        "eval=linear encoder.feature=last4: Could not override 'encoder.feature'."
+        "eval=linear protocol=clip encoder.feature=last4: Could not override 'encoder.feature'."
     ]
 
 

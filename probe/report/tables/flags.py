@@ -28,10 +28,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from probe.core.device import auto_dtype
 from probe.core.paths import compose_config, config_dir
-from probe.report.record import LINEAR, name_overrides
+from probe.report.record import LINEAR, name_overrides, protocol_of
 
 log = logging.getLogger(__name__)
-GROUPS = ("encoder", "dataset", "probe", "eval")
+GROUPS = ("encoder", "dataset", "probe", "eval", "protocol")
 TOP_FILE = "configs/config.yaml"
 # Dotted keys (each with everything under it) that cannot change a number in a result, and
 # why. docs/tables.md lists them; anything not here is compared.
@@ -53,6 +53,9 @@ NO_NUMBER_KEYS: dict[str, str] = {
     "dataset.name": "a name: the config file compared with is looked up by it",
     "probe.name": "a name: the config file compared with is looked up by it",
     "eval.name": "a name: the config file compared with is looked up by it",
+    "protocol.name": "a name: the config file compared with is looked up by it",
+    "protocol.sources": "the card's citations of its paper's code",
+    "protocol.evals": "the evaluations the card defines; another one is refused",
     "encoder.model": "where the weights are read from (a local copy of a hub model); the "
     "result records its `weights`",
     "encoder.revision": "the hub revision; the result records the commit it loaded",
@@ -114,7 +117,9 @@ def protocol_flags(record: dict[str, Any]) -> list[str]:
     missing = {g: n for g, n in names.items() if not _has_file(g, n)}
     reasons += [_no_file(g, n) for g, n in missing.items()]
     present = {g: n for g, n in names.items() if g not in missing}
-    tags = [t for t in _tags(record) if t.split(".")[0] in present]
+    # a group the name tags (`@dinov2`: protocol=dinov2) is already among the groups' files
+    tags = [t for t in _tags(record) if t.partition("=")[0] not in GROUPS
+            and t.split(".")[0] in present]  # fmt: skip
     overrides = (*(f"{g}={n}" for g, n in present.items()), *tags)
     try:
         shipped = shipped_config(overrides)
@@ -123,7 +128,8 @@ def protocol_flags(record: dict[str, Any]) -> list[str]:
         return [*reasons, f"cannot compose the shipped config for {' '.join(overrides)}: {first}"]
     sources = {g: f"configs/{g}/{n}.yaml" for g, n in present.items()}
     sources.update({t.partition("=")[0]: f"result name {record.get('encoder')}" for t in tags})
-    reasons += _differences(config, shipped, sources=sources, skip=set(missing))
+    absent = {g for g in GROUPS if g not in config}  # results made before cards: no protocol
+    reasons += _differences(config, shipped, sources=sources, skip=set(missing) | absent)
     encoder = shipped.get("encoder") if "encoder" in present else {}
     return reasons + _dtype(record, encoder)
 
@@ -148,6 +154,7 @@ def _names(record: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         "dataset": record.get("dataset"),
         "probe": record.get("backend"),
         "eval": record.get("eval", LINEAR),
+        "protocol": protocol_of(record),
     }
     nodes = {g: config.get(g) if isinstance(config.get(g), dict) else {} for g in GROUPS}
     return {g: nodes[g].get("name") or fallback[g] for g in GROUPS}
