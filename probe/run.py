@@ -21,6 +21,7 @@ from probe.core.limits import device_limit, host_limit
 from probe.core.names import check_run_names
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
+from probe.evaluations.multilabel import refuse_single_label
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.outcome import Task, bootstrap_options
 from probe.evaluations.splits import protocol_splits
@@ -48,6 +49,9 @@ def warn_sizes(dataset: DatasetFacts, sizes: dict[str, int]) -> None:
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     params.check(cfg)  # every count, switch and choice of the line, before anything is built
     check_run_names(cfg)  # before anything is written: names become folders (core/names.py)
+    refuse_single_label(metric=str(cfg.dataset.get("metric", "top1")),  # before extraction
+                        eval_name=str(cfg.eval.get("name", "linear")),
+                        dataset=str(cfg.dataset.name))  # fmt: skip
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)
