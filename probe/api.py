@@ -33,6 +33,7 @@ from probe.datasets.splits import stratified_holdout
 from probe.evaluations import fewshot, knn, linear
 from probe.evaluations.estimator import LinearProbe
 from probe.evaluations.inputs import check_inputs
+from probe.evaluations.multilabel import refuse_single_label
 from probe.evaluations.outcome import Outcome, Task, bootstrap_options
 from probe.report.heads import write_head
 from probe.report.record import result_path, stamp, write_result
@@ -57,6 +58,7 @@ def evaluate(
     """One evaluation (`name`: linear, fewshot, knn) on a task, its inputs checked first:
     the fields every result has, whoever made the arrays. `protocol`: the card whose rules
     the task carries (`configs/protocol/`; the Python API runs the CLIP paper's)."""
+    refuse_single_label(metric=task.metric, eval_name=name, dataset=dataset)
     check_inputs(task.train, task.val, task.test, eval_name=name)
     start = time.perf_counter()
     outcome = evaluation(task)

@@ -1,5 +1,6 @@
-"""Fakes for the datasets our own readers parse (SUN397, Caltech-101, Birdsnap), the generic
-sources (image folders, a Hugging Face copy) and the bundled digits. See `fakes`."""
+"""Fakes for the datasets our own readers parse (SUN397, Caltech-101, Birdsnap, CUB-200-2011,
+VOC 2007), the generic sources (image folders, a Hugging Face copy) and the bundled digits.
+See `fakes`."""
 
 from __future__ import annotations
 
@@ -73,6 +74,63 @@ def make_birdsnap(data_root: Path) -> Fake:
     (base / "images.txt").write_text(header + "".join(rows))
     (base / "test_images.txt").write_text("path\n" + "\n".join(tests) + "\n")
     return Fake(labels, classes={1: "Blue Jay"})
+
+
+def make_cub200(data_root: Path) -> Fake:
+    """CUB_200_2011/ as the archive unpacks: the four lists and images/NNN.Name/*.jpg; ids
+    listed out of order in images.txt, train and test interleaved as in the real split."""
+    base = data_root / "cub200" / "CUB_200_2011"
+    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+    base.mkdir(parents=True)
+    (base / "classes.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes, 1)))
+    rows, labels_txt, split_txt = [], [], []
+    labels: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    for y, c in enumerate(classes):
+        for j in range(5):
+            image_id = 10 * y + j + 1
+            rel = f"{c}/{c[4:]}_{j:04d}_{image_id}.jpg"
+            write_image(base / "images" / rel, image_id)
+            train = j in (0, 2, 3)  # 3 train, 2 test per class, interleaved
+            rows.append(f"{image_id} {rel}\n")
+            labels_txt.append(f"{image_id} {y + 1}\n")
+            split_txt.append(f"{image_id} {int(train)}\n")
+            labels["train" if train else "test"][rel] = y
+    (base / "images.txt").write_text("".join(reversed(rows)))
+    (base / "image_class_labels.txt").write_text("".join(labels_txt))
+    (base / "train_test_split.txt").write_text("".join(split_txt))
+    return Fake(labels, classes={1: "002.Laysan_Albatross"})
+
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")  # fmt: skip
+
+
+def voc_flag(c: int, i: int) -> int:
+    """Class c in image i: present when (c + i) % 3 == 0, difficult (0) for every 4th class
+    when it is 1, else absent: each class present and absent in every split of 6 images."""
+    if (c + i) % 3 == 0:
+        return 1
+    return 0 if (c + i) % 3 == 1 and c % 4 == 0 else -1
+
+
+def make_voc2007(data_root: Path) -> Fake:
+    """VOCdevkit/VOC2007/ as the trainval and test tars unpack: ImageSets/Main/CLASS_SPLIT.txt
+    (devkit flags 1 / 0 / -1, ids in file order) and JPEGImages/NNNNNN.jpg; 6 images a split."""
+    devkit = data_root / "voc2007" / "VOCdevkit" / "VOC2007"
+    (devkit / "ImageSets" / "Main").mkdir(parents=True)
+    labels: dict[str, dict[str, list[int]]] = {}
+    for s, split in enumerate(("train", "val", "test")):
+        ids = [f"{100 * s + 3 * i + 5:06d}" for i in range(6)]
+        for i in ids:
+            write_image(devkit / "JPEGImages" / f"{i}.jpg", int(i))
+        (devkit / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        for c, cls in enumerate(VOC_CLASSES):
+            lines = [f"{i} {voc_flag(c, k):2d}\n" for k, i in enumerate(ids)]  # as the devkit
+            (devkit / "ImageSets" / "Main" / f"{cls}_{split}.txt").write_text("".join(lines))
+        labels[split] = {f"{i}.jpg": [voc_flag(c, k) for c in range(20)]
+                         for k, i in enumerate(ids)}  # fmt: skip
+    return Fake(labels, classes={0: "aeroplane", 19: "tvmonitor"})
 
 
 def make_imagefolder(data_root: Path) -> Fake:

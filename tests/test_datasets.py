@@ -48,6 +48,8 @@ PROTOCOL = {
     "flowers102": ("mean_per_class", 102, "official"),
     "imagenet": ("top1", 1000, "carve"),
     "digits": ("top1", 10, "carve"),
+    "cub200": ("top1", 200, "carve"),
+    "voc2007": ("map11", 20, "official"),  # multi-label: N x 20 devkit flags
 }
 GENERIC = {"imagefolder", "hf"}  # class count found in the data; val official if present
 
@@ -103,7 +105,10 @@ def test_splits_labels_and_protocol(name: str, tmp_path: Path) -> None:
     for index, class_name in fake.classes.items():
         assert ds.classes[index] == class_name
     for s in ds.splits.values():
-        assert 0 <= s.labels.min() and s.labels.max() < ds.num_classes
+        if s.labels.ndim == 2:  # multi-label: one column of flags (1, 0, -1) per class
+            assert s.labels.shape[1] == ds.num_classes and set(np.unique(s.labels)) <= {-1, 0, 1}
+        else:
+            assert 0 <= s.labels.min() and s.labels.max() < ds.num_classes
         image = s.load(s.items[0])
         assert isinstance(image, Image.Image) and image.mode in ("RGB", "L")
     ids = carved_ids(ds)
@@ -245,6 +250,8 @@ def test_empty_class_folder_is_an_error(tmp_path: Path) -> None:
         ("sun397", "sun397/SUN397/Partitions/Testing_01.txt"),
         ("birdsnap", "birdsnap/birdsnap/test_images.txt"),
         ("fgvc_aircraft", "fgvc_aircraft/fgvc-aircraft-2013b/data/images_variant_test.txt"),
+        ("cub200", "cub200/CUB_200_2011/train_test_split.txt"),
+        ("voc2007", "voc2007/VOCdevkit/VOC2007/ImageSets/Main/tvmonitor_test.txt"),
     ],
 )
 def test_missing_split_file_names_it(name: str, split_file: str, tmp_path: Path) -> None:

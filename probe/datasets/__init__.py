@@ -5,6 +5,6 @@ protocol's split definitions, metric and class count. Also owns the seeded, clas
 carving (`splits`). May import `core` only.
 """
 
-from probe.datasets.base import METRICS, ImageDataset, Split, ValSpec
+from probe.datasets.base import METRICS, MULTILABEL_METRICS, ImageDataset, Split, ValSpec
 
-__all__ = ["METRICS", "ImageDataset", "Split", "ValSpec"]
+__all__ = ["METRICS", "MULTILABEL_METRICS", "ImageDataset", "Split", "ValSpec"]

@@ -15,12 +15,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-METRICS = ("top1", "mean_per_class")
+METRICS = ("top1", "mean_per_class", "map11")
+# metrics of multi-label datasets: labels are N x K (one column per class), never one label
+# per image; scored from per-class scores (`probe.evaluations.voc_map`), not predicted classes
+MULTILABEL_METRICS = ("map11",)
 
 
 @dataclass
 class Split:
     """One source split: a list of items and their integer labels.
+
+    Labels are one class index per item (N,), or for a multi-label dataset one row of K
+    per-class flags per item (N x K; VOC 2007 keeps its devkit's 1 / 0 / -1, `voc2007`).
 
     `load(item)` turns an item (a path, an index, an array row) into what the encoder's
     transform takes (a PIL image, or a feature vector for precomputed features). `ids` name
@@ -125,6 +131,26 @@ def check_metric(metric: str) -> str:
     return metric
 
 
+def check_label_shape(*, dataset: str, metric: str, split: str, shape: tuple[int, ...]) -> None:
+    """A multi-label metric needs N x K labels and a single-label one N labels: a dataset
+    never reaches a metric that would misread its labels."""
+    from probe.core.errors import ProbeError
+
+    multi = metric in MULTILABEL_METRICS
+    if multi and len(shape) != 2:
+        raise ProbeError(
+            f"dataset {dataset}: dataset.metric={metric} scores multi-label (N x K) labels, but "
+            f"the {split} labels are one per image {tuple(shape)}; use dataset.metric=top1 or "
+            "mean_per_class"
+        )
+    if not multi and len(shape) != 1:
+        raise ProbeError(
+            f"dataset {dataset}: the {split} labels are multi-label {tuple(shape)}, which "
+            f"dataset.metric={metric} cannot score; use dataset.metric="
+            f"{'|'.join(MULTILABEL_METRICS)} (eval=linear, one-vs-rest)"
+        )
+
+
 @dataclass
 class ImageDataset:
     """What a dataset family returns: named source splits plus the protocol's metadata."""
@@ -153,6 +179,9 @@ class ImageDataset:
                     f"needs train and test: add the {needed}/ folder or map a split to it "
                     f"(e.g. dataset.splits.{needed}=NAME for a Hugging Face copy)"
                 )
+        for split_name, split in self.splits.items():
+            check_label_shape(dataset=self.name, metric=self.metric, split=split_name,
+                              shape=split.labels.shape)  # fmt: skip
         if self.val.source == "official" and "val" not in self.splits:
             raise ProbeError(
                 f"dataset {self.name}: dataset.val.source=official but there is no val split "

@@ -127,10 +127,13 @@ def assemble(
     num_classes = meta.num_classes
     if num_classes == "auto":
         num_classes = (
-            len(classes) if classes else max(int(s.labels.max()) + 1 for s in splits.values())
+            len(classes) if classes else max(_classes_in(s.labels) for s in splits.values())
         )
     num_classes = int(num_classes)
     for split_name, split in splits.items():
+        if split.labels.ndim == 2:  # multi-label: one column per class, flags not indices
+            _check_columns(split.labels, num_classes, name=meta.name, split=split_name)
+            continue
         lo, hi = int(split.labels.min()), int(split.labels.max())
         if lo < 0 or hi >= num_classes:
             raise ProbeError(
@@ -148,6 +151,19 @@ def assemble(
         info=info,
         found=found,
     )
+
+
+def _classes_in(labels: np.ndarray) -> int:
+    """The class count labels imply: the largest index + 1, or a multi-label row's width."""
+    return int(labels.shape[1]) if labels.ndim == 2 else int(labels.max()) + 1
+
+
+def _check_columns(labels: np.ndarray, num_classes: int, *, name: str, split: str) -> None:
+    if labels.shape[1] != num_classes:
+        raise ProbeError(
+            f"dataset {name}: {split} labels have {labels.shape[1]} columns (one per class) but "
+            f"num_classes={num_classes}; set dataset.num_classes to the real class count"
+        )
 
 
 def file_split(

@@ -20,6 +20,12 @@ def stratified_holdout(
     total matches `count` (largest remainders first) when a count is asked for.
     """
     labels = np.asarray(labels)
+    if labels.ndim != 1:  # a multi-label row belongs to many classes: no stratum to draw from
+        raise ProbeError(
+            f"dataset.val.source=carve holds out a class-stratified share of train, which needs "
+            f"one label per image, but the labels are multi-label {labels.shape}; use the "
+            "dataset's official val split (dataset.val.source=official)"
+        )
     n = len(labels)
     if count is not None:
         if not 0 < count < n:

@@ -90,6 +90,11 @@ def shuffled_stratified_fraction(
     import torch
 
     X, y = _pool(dataset, feats, pool)
+    if np.ndim(y) != 1:
+        raise ProbeError(
+            f"{dataset.name}: the per-class val rule of this card takes one label per image; "
+            "a multi-label dataset runs under protocol=clip (its official val split)"
+        )
     gen = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(y), generator=gen).numpy()
     shuffled = np.asarray(y)[order]

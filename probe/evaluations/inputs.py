@@ -45,6 +45,8 @@ def check_inputs(train: Pair, val: Pair, test: Pair, *, eval_name: str) -> None:
 
 
 def check_labels(y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray) -> None:
+    if np.ndim(y_train) == 2:
+        return check_multilabel(y_train, y_val, y_test)
     seen = np.unique(np.asarray(y_train))
     if len(seen) < 2:
         raise ProbeError(
@@ -63,6 +65,26 @@ def check_labels(y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray) -> 
             raise ProbeError(
                 f"{split} labels {_listed(unseen)} never occur in train ({len(seen)} classes): "
                 "no probe can predict them; check that every split uses one label mapping"
+            )
+
+
+def check_multilabel(y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray) -> None:
+    """Multi-label flags (N x K of -1 absent, 0 difficult, 1 present): every split has the
+    train's K columns, and each class is present and absent in train (its binary fit needs
+    both; difficult counts as present, `probe.evaluations.multilabel.targets`)."""
+    k = np.shape(y_train)[1]
+    for split, y in (("val", y_val), ("test", y_test)):
+        if np.ndim(y) != 2 or np.shape(y)[1] != k:
+            raise ProbeError(
+                f"{split} labels have shape {np.shape(y)} but train's are multi-label with {k} "
+                "columns; check that every split uses one label layout"
+            )
+    present = np.asarray(y_train) != -1
+    for what, bad in (("present", ~present.any(0)), ("absent", present.all(0))):
+        if bad.any():
+            raise ProbeError(
+                f"class(es) {_listed(np.flatnonzero(bad))} are never {what} in train: their "
+                "one-vs-rest fit has one class; every class needs images with and without it"
             )
 
 

@@ -237,6 +237,10 @@ def run_protocol(
 def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
     """The protocol end to end: the search on val, the refit on train + val, the test score
     with its bootstrap interval, and the head with the test outputs to save."""
+    from probe.evaluations import multilabel  # a multi-label dataset: one-vs-rest heads
+
+    if multilabel.is_multilabel(task.metric):
+        return multilabel.evaluate(task, name=name)
     solver = task.make_solver()
     done = run_protocol(solver=solver, train=task.train, val=task.val, test=task.test,
                         num_classes=task.num_classes, metric=task.metric,

@@ -39,7 +39,7 @@ class Samples(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         sample = self.transform(self.split.load(self.split.items[i]))
         if self.shape is not None and tuple(sample.shape) != self.shape:
             name = self.split.ids[i] if self.split.ids is not None else self.split.items[i]
@@ -49,7 +49,8 @@ class Samples(Dataset):
                 "one shape (encoder=pixels: set encoder.size=N to resize them, and "
                 "encoder.mode=RGB if their colour modes differ)"
             )
-        return sample, int(self.split.labels[i])
+        label = self.split.labels[i]  # a class index, or a multi-label row of K flags
+        return sample, int(label) if label.ndim == 0 else torch.from_numpy(label)
 
 
 def resolve_num_workers(num_workers: Any, n_items: int, *, procs_per_node: int = 1) -> int:

@@ -199,8 +199,9 @@ class CacheEntry:
         if feats.shape != (n, dim) or feats.dtype != np.float32:
             return [f"features.npy is {feats.dtype} {feats.shape}, meta.json says float32 "
                     f"({n}, {dim})"]  # fmt: skip
-        if labels.shape != (n,) or labels.dtype != np.int64:
-            return [f"labels.npy is {labels.dtype} {labels.shape}, meta.json says int64 ({n},)"]
+        shape, dtype = label_shape(meta)
+        if labels.shape != shape or labels.dtype != dtype:
+            return [f"labels.npy is {labels.dtype} {labels.shape}, meta.json says {dtype} {shape}"]
         if (self.path / "features.npy").stat().st_size != feats.offset + n * dim * 4:
             return ["features.npy has trailing bytes"]
         if not checksum:
@@ -249,6 +250,21 @@ class CacheEntry:
         """Beside the entry (not in it, so wiping the entry never drops a held lock); hidden, so
         a glob for `{split}-*` entries never picks it up."""
         return self.path.with_name(f".{self.path.name}.lock")
+
+
+def label_layout(labels: np.ndarray) -> dict[str, Any]:
+    """meta.json's `labels` block: the shape and dtype of labels.npy. Written only for labels
+    that are not one int64 per row (multi-label rows, N x K), so a single-label entry's
+    meta.json, and the cache it belongs to, are what they were before the block existed."""
+    return {"shape": [int(d) for d in labels.shape], "dtype": str(labels.dtype)}
+
+
+def label_shape(meta: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype labels.npy must have: the `labels` block's, else (n,) int64."""
+    block = meta.get("labels")
+    if block is None:
+        return (int(meta["n"]),), np.dtype(np.int64)
+    return tuple(block["shape"]), np.dtype(block["dtype"])
 
 
 def entry_for(

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from probe.core.device import auto_dtype
 from probe.core.errors import ProbeError
-from probe.datasets.base import ValSpec, check_metric, resolve_val
+from probe.datasets.base import ValSpec, check_label_shape, check_metric, resolve_val
 from probe.encoders.base import compute_dtype
 from probe.features.cache import CacheEntry
 from probe.features.stage import cache_entries, extract_options, needs_extraction, warn_drift
@@ -148,10 +148,20 @@ def _facts(cfg: DictConfig, about: dict[str, Any]) -> CachedDataset:
 
 
 def _check_labels(facts: CachedDataset, entries: dict[str, CacheEntry]) -> None:
+    """Class indices within num_classes; multi-label rows of num_classes flags (-1, 0, 1),
+    and only under a multi-label metric (`check_label_shape`)."""
     for split, entry in entries.items():
         labels = np.load(entry.path / "labels.npy", mmap_mode="r", allow_pickle=False)
+        check_label_shape(dataset=facts.name, metric=facts.metric, split=split,
+                          shape=labels.shape)  # fmt: skip
         lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= facts.num_classes:
+        if labels.ndim == 2 and (labels.shape[1] != facts.num_classes or lo < -1 or hi > 1):
+            raise ProbeError(
+                f"dataset {facts.name}: {split} labels are {labels.shape[1]} columns of flags "
+                f"{lo}..{hi}, not num_classes={facts.num_classes} columns of -1, 0, 1; delete "
+                f"the entry {entry.path} and extract again"
+            )
+        if labels.ndim == 1 and (lo < 0 or hi >= facts.num_classes):
             raise ProbeError(
                 f"dataset {facts.name}: {split} labels span {lo}..{hi} but num_classes="
                 f"{facts.num_classes}; set dataset.num_classes to the real class count"

@@ -31,7 +31,7 @@ from probe.datasets.base import Split
 from probe.encoders.base import Encoder
 from probe.features import loader, shards
 from probe.features.batching import AdaptiveEmbed, resolve_num_workers
-from probe.features.cache import CacheEntry, file_sha256
+from probe.features.cache import CacheEntry, file_sha256, label_layout
 from probe.features.distributed import Context, all_gather, all_ok, barrier, broadcast
 from probe.features.lock import EntryLock
 from probe.features.plan import make_plan
@@ -245,6 +245,8 @@ def _finish(
         "images_per_second": round(n / max(seconds, 1e-9), 1),
         "checksum": checksum,
     }
+    if split.labels.ndim != 1:  # multi-label (N x K); a single-label entry's meta is as it was
+        meta["labels"] = label_layout(split.labels)
     if about is not None:
         meta["dataset"] = about
     entry.finish(meta)

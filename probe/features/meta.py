@@ -16,12 +16,16 @@ Check = tuple[str, type | tuple[type, ...], bool]  # (key, type, required)
 # top level: what `CacheEntry` and the probe stage read
 TOP: tuple[Check, ...] = (("n", int, True), ("dim", int, True), ("checksum", dict, False),
                           ("content_hash", str, False), ("fingerprint", dict, False),
-                          ("dataset", dict, False), ("libraries", dict, False))  # fmt: skip
+                          ("dataset", dict, False), ("libraries", dict, False),
+                          ("labels", dict, False))  # fmt: skip
 # the `dataset` block (`ImageDataset.about`): what `stage=probe` reads instead of the images
 DATASET: tuple[Check, ...] = (("num_classes", int, True), ("splits", list, False),
                               ("val_rule", str, False), ("info", dict, False),
                               ("stamp", (dict, type(None)), False))  # fmt: skip
 STAMP: tuple[Check, ...] = (("path", str, True), ("size", int, True), ("mtime_ns", int, True))
+# the `labels` block, only for labels that are not one int64 per row (`cache.label_layout`)
+LABELS: tuple[Check, ...] = (("shape", list, True), ("dtype", str, True))
+LABEL_DTYPES = ("int8", "int16", "int32", "int64")
 CHECKSUM: tuple[Check, ...] = (("algorithm", str, False), ("shard_size", int, False),
                                ("shards", list, False), ("labels", str, False))  # fmt: skip
 
@@ -38,6 +42,9 @@ def problem(meta: Any) -> str | None:
     why = _fields(meta.get("checksum", {}), CHECKSUM, "checksum.")
     if why:
         return why
+    why = _labels(meta)
+    if why:
+        return why
     about = meta.get("dataset")
     if about is None:
         return None
@@ -49,6 +56,21 @@ def problem(meta: Any) -> str | None:
         return f"has dataset.num_classes={about['num_classes']}, splits={about.get('splits')}"
     if about.get("stamp") is not None:
         return _fields(about["stamp"], STAMP, "dataset.stamp.")
+    return None
+
+
+def _labels(meta: dict[str, Any]) -> str | None:
+    """The `labels` block: (n, K...) of whole numbers >= 1, an integer dtype."""
+    block = meta.get("labels")
+    if block is None:
+        return None
+    why = _fields(block, LABELS, "labels.")
+    if why:
+        return why
+    shape, dtype = block["shape"], block["dtype"]
+    dims_ok = all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape[1:])
+    if not shape or shape[0] != meta["n"] or not dims_ok or dtype not in LABEL_DTYPES:
+        return f"has labels={block!r} (shape [n={meta['n']}, K, ...], an integer dtype)"
     return None
 
 

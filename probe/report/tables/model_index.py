@@ -26,7 +26,8 @@ TASKS = {
     "fewshot": "Few-shot linear probe (CLIP search on a k-per-class val draw)",
 }
 METRICS = {"top1": ("accuracy", "top-1 accuracy"),
-           "mean_per_class": ("mean_per_class_accuracy", "mean per-class accuracy")}  # fmt: skip
+           "mean_per_class": ("mean_per_class_accuracy", "mean per-class accuracy"),
+           "map11": ("mean_average_precision", "11-point mAP (VOC 2007 devkit)")}  # fmt: skip
 
 
 def _entry(row: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
 from probe.evaluations.bootstrap import paired_diff_ci, significance
+from probe.evaluations.metrics import MULTILABEL_METRICS
 from probe.report.tables.flags import shipped_config
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ def _predictions(res: Any) -> tuple[np.ndarray, np.ndarray] | str:
 def pair(a: Any, b: Any, *, metric: str, **bootstrap: Any) -> PairDiff:
     """The paired comparison of two results (`tables.data.Result`) on one dataset."""
     out = PairDiff(a=a.encoder, b=b.encoder, dataset=a.dataset)
+    if metric in MULTILABEL_METRICS:  # the heads hold per-class scores, not predictions
+        out.why = f"no paired interval for {metric} yet (a multi-label dataset)"
+        return out
     ha, hb = a.record.get("test_content_hash"), b.record.get("test_content_hash")
     if ha is None or ha != hb:
         out.why = "not known to be the same test images (test_content_hash differs or absent)"
