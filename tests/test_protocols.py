@@ -299,3 +299,11 @@ def test_an_unknown_card_lists_the_known_ones(dirs, tmp_path) -> None:
     assert proc.returncode != 0
     # Hydra's own message: the missing option, then the group's options one per line
     assert "protocol/dinov9" in proc.stderr and all(c in proc.stderr for c in CARDS)
+
+
+def test_a_per_class_val_rule_refuses_multi_label_rows() -> None:
+    feats = split_feats(val=False)
+    X, y = feats["train"]
+    feats["train"] = (X, np.eye(3, dtype=np.int64)[y])  # N x K flags, as VOC 2007's
+    with pytest.raises(ProbeError, match="blobs: the per-class val rule .* protocol=clip"):
+        rules("dinov3").splits(_facts(False), feats)
