@@ -39,6 +39,11 @@ from probe.solvers import memory
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "extract", "probe")
+TOKEN_KINDS = "tokens"  # the token cache's feature kinds (N x T x D) start with it
+NEEDS = {  # what an evaluation's `eval.input` needs of encoder.feature, and the fix
+    "tokens": "token features (N x T x D): set encoder.feature=tokens (the token cache)",
+    "pooled": "pooled features (N x D): use eval=attentive on tokens, or a pooled encoder.feature",
+}
 __all__ = ["build_dataset", "run", "probe_stage"]
 
 
@@ -58,6 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     refuse_single_label(metric=str(cfg.dataset.get("metric", "top1")),  # before extraction
                         eval_name=str(cfg.eval.get("name", "linear")),
                         dataset=str(cfg.dataset.name))  # fmt: skip
+    check_eval_input(cfg)  # token features for eval=attentive, pooled for the others
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)
@@ -86,6 +92,20 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     return probe_stage(cfg, dataset, entries, device=device, dtype=dtype, weights=weights,
                        extract_seconds=extract_seconds, normalize=normalize)  # fmt: skip
+
+
+def check_eval_input(cfg: DictConfig) -> None:
+    """An evaluation on token features (`eval.input: tokens`, eval=attentive) needs a token
+    kind (`encoder.feature=tokens...`), and the others a pooled one: refused before any
+    extraction. Your own features (`encoder=precomputed`) are checked by their shape."""
+    takes = str(cfg.eval.get("input", "pooled"))
+    if cfg.encoder.get("user_features", False):
+        return
+    feature = str(cfg.encoder.get("feature") or "")
+    if (takes == "tokens") != feature.startswith(TOKEN_KINDS):
+        need = NEEDS.get(takes, NEEDS["pooled"])
+        raise ProbeError(f"eval={cfg.eval.get('name', 'linear')} needs {need} (encoder="
+                         f"{cfg.encoder.get('name')} gives feature={feature or None})")  # fmt: skip
 
 
 def check_memory(
