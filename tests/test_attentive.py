@@ -315,3 +315,13 @@ def test_attentive_end_to_end_through_evaluate_and_save(tmp_path) -> None:
     with np.load(path.with_suffix(".npz")) as head:
         assert head["query"].shape == (1, 32) and head["test_pred"].shape == (200,)
         assert (head["test_top5"][:, 0] == head["test_pred"]).all()
+
+
+def test_the_bench_prints_together_against_alone(capsys) -> None:
+    from probe.bench.__main__ import main
+
+    tiny = ["--rows", "48", "--tokens", "3", "--token-dim", "64", "--token-classes", "4",
+            "--batch", "16", "--threads", "1"]  # fmt: skip
+    assert main(["evals", "--skip", "knn", "--skip", "fewshot", *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "| 20 heads together" in out and "V-JEPA 2's module" in out and out.endswith("True\n")
