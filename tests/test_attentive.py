@@ -24,6 +24,7 @@ from probe.evaluations.pooler import AimHeads, AttentiveHeads, LinearHeads
 from probe.evaluations.trainer import Schedule, Source, batches, buffer_rows, train
 from probe.report.done import read_result
 from probe.report.record import result_path
+from probe.report.tables.write import make_table
 from probe.run import run
 
 
@@ -325,3 +326,45 @@ def test_the_bench_prints_together_against_alone(capsys) -> None:
     assert main(["evals", "--skip", "knn", "--skip", "fewshot", *tiny]) == 0
     out = capsys.readouterr().out
     assert "| 20 heads together" in out and "V-JEPA 2's module" in out and out.endswith("True\n")
+
+
+def test_the_attentive_table_puts_linear_beside_attentive(tmp_path) -> None:
+    """A linear result of `px` and an attentive one of `px@tokens` (digits' 8 x 8 pixels,
+    as 64 features and as 8 tokens of 8) on the same test images: one row, both scores, the
+    paired difference with its interval."""
+    from sklearn.datasets import load_digits
+    from tablekit import table_cfg
+
+    from probe.evaluations import linear
+    from probe.evaluations.search import Fixed
+    from probe.solvers.shipped import build_backend
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    parts = [(X[a:b], y[a:b]) for a, b in ((0, 1000), (1000, 1300), (1300, len(y)))]
+    runs = {
+        ("px", "linear"): (partial(linear.evaluate, name="linear"), parts),
+        ("px@tokens", "attentive"): (
+            partial(attentive.evaluate, lrs=[0.01], wds=[1e-3], epochs=3, heads=2, batch_size=64,
+                    warmup_epochs=1),
+            [(Xp.reshape(len(Xp), 8, 8), yp) for Xp, yp in parts],
+        ),
+    }  # fmt: skip
+    records = {}
+    for (encoder, name), (evaluation, split) in runs.items():
+        task = task_of(*split, num_classes=10, refit_on="train", strategy=Fixed(C=1.0),
+                       make_solver=lambda: build_backend("torch", device="cpu"))  # fmt: skip
+        record, outcome = api.evaluate(task, evaluation, name=name, encoder=encoder,
+                                       dataset="digits")  # fmt: skip
+        record.update({"dtype": "float32", "weights": None, "features": None, "config": None,
+                       "test_content_hash": "the same test images"})  # fmt: skip
+        path = result_path(tmp_path / "results", encoder, "digits", name)
+        records[name] = api.save(path, record, outcome)
+    table, paths, md = make_table(table_cfg("attentive", [f"results_dir={tmp_path / 'results'}"]))
+    assert (table.encoders, table.datasets) == (["px"], ["digits"])
+    row = next(line for line in md.splitlines() if line.startswith("| digits |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    lin, att = records["linear"]["score"], records["attentive"]["score"]
+    assert cells[1].startswith(f"{lin:.2f} ± ") and cells[2].startswith(f"{att:.2f} ± ")
+    assert cells[3].startswith(f"{att - lin:+.2f} [")
+    assert paths["csv"].read_text().count("\n") == 3
