@@ -7,8 +7,9 @@ features (`right_name`, by default `{encoder}@tokens`). Each cell shows `score Â
 of the result's interval; the difference (attentive - linear) gets the paired interval of
 the two heads' saved test predictions when both were scored on the same test images
 (`stats.pair`, `n.s.` when it contains 0). Results are read as every table reads them
-(`probe.load_results`: done files only, the others listed with their fix); a cell that is
-not a plain run carries a dagger with its reasons under the table.
+(`probe.load_results`: done files only, the others listed with their fix; two results for
+one cell an error naming both); a cell that is not a plain run carries a dagger with its
+reasons under the table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from probe.report.tables.found import claims
 from probe.report.tables.frame import load_results
 from probe.report.tables.render import DAGGER
 from probe.report.tables.stats import PairDiff, pair, pair_options
@@ -48,7 +50,12 @@ def build_paired_table(cfg: dict[str, Any], *, results_dirs: list[str | Path]) -
     left, right = cfg.get("left", "linear"), cfg.get("right", "attentive")
     template = cfg.get("right_name") or "{encoder}@tokens"
     frame = load_results(results_dirs, evals=[left, right])
-    found = {(r.encoder, r.dataset, r.eval): r for r in frame.itertuples(index=False)}
+    rows = list(frame.itertuples(index=False))
+    found = {}
+    for ev in (left, right):  # two results for one cell: refused
+        mine = [r for r in rows if r.eval == ev]
+        cells = claims(mine, key=lambda r: (r.encoder, r.dataset), path=lambda r: r.path)
+        found.update({(*k, ev): r for k, r in cells.items()})
     prefix, _, suffix = template.partition("{encoder}")
     rights = {(_base(e, prefix, suffix), d) for e, d, ev in found if ev == right}
     encoders = cfg.get("encoders") or sorted({e for e, _ in rights})
