@@ -33,6 +33,10 @@ from probe.evaluations.attentive import LRS, WDS
 from probe.evaluations.pooler import AttentiveHeads
 from probe.evaluations.trainer import Schedule, Source, autocast, batches, buffer_rows, train
 
+# together against alone: float32 rounding on a CPU; bf16 autocast on a GPU rounds each
+# product to 8 bits of mantissa, and the grid's batched products round in another order
+TOLERANCE = {False: 1e-4, True: 5e-2}
+
 
 def token_problem(*, rows: int, tokens: int, dim: int, classes: int, seed: int = 0) -> tuple:
     """Class-conditional float16 tokens: each row's tokens share its class mean plus noise."""
@@ -137,7 +141,8 @@ def bench_attentive(args: Any, device: str) -> dict[str, Any]:
             "ratio_vs_alone": round(t_together / t_alone, 2),
             "ratio_vs_plain": round(t_together / t_plain, 2),
             "max_abs_diff": {str(g): d for g, d in diffs.items()},
-            "equal": all(d < 1e-4 for d in diffs.values()),
+            "tolerance": TOLERANCE[gpu],
+            "equal": all(d < TOLERANCE[gpu] for d in diffs.values()),
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
@@ -151,5 +156,6 @@ def report(a: dict[str, Any], device: str) -> str:
         f"| one head alone, V-JEPA 2's module | {a['alone_plain_s']:.1f} s | "
         f"{a['ratio_vs_plain']:.2f} |\n"
         f"together equals alone (heads 0, 9, 19; largest |difference| of any parameter: "
-        f"{', '.join(f'{d:.1e}' for d in a['max_abs_diff'].values())}): {a['equal']}"
+        f"{', '.join(f'{d:.1e}' for d in a['max_abs_diff'].values())}; tolerance "
+        f"{a['tolerance']:g}): {a['equal']}"
     )
