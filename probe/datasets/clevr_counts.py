@@ -2,14 +2,15 @@
 
 The CLIP paper's Table 9 lists CLEVR Counts with 8 classes, 2,000 train and 500 test images,
 scored by accuracy, a subset of CLEVR v1.0 labelled with each scene's object count (VTAB's
-`count_all` task: label = count - 3, google-research/task_adaptation d2a72ed,
-`task_adaptation/data/clevr.py` lines 34-36 and 62-65; VTAB trains on CLEVR's train split and
-tests on its val split, lines 91-94, as CLEVR's test scenes are unpublished). Which 2,500 images
-the paper drew is not published, so the draw is ours: `train_count` images drawn uniformly
-without replacement from CLEVR's train split and `test_count` from its val split, by numpy's
-PCG64 seeded with `split_seed` over the file names in sorted order (train first, then test from
-the same stream): the same subset on every machine. Val for the C search is carved from the
-2,000 train images, so the final fit (train + val) is Table 9's 2,000.
+`count_all` task: label = count - 3, google-research/task_adaptation d7630d3,
+`task_adaptation/data/clevr.py` lines 32-34 and 57-59; VTAB trains on CLEVR's train split
+and tests on its val split, lines 103-107, as CLEVR's test scenes are unpublished). Which
+2,500 images the paper drew is not published, so the draw is ours: `train_count` images
+drawn uniformly without replacement from CLEVR's train split and `test_count` from its val
+split, by numpy's PCG64 seeded with `split_seed` over the file names in sorted order (train
+first, then test from the same stream): the same subset on every machine. Val for the C
+search is carved from the 2,000 train images, so the final fit (train + val) is Table 9's
+2,000.
 
 torchvision's `CLEVRClassification` reads the layout (`{root}/clevr/CLEVR_v1.0/images/{train,
 val}/` and `scenes/CLEVR_{train,val}_scenes.json`) and gives each image's object count.

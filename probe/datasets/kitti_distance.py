@@ -3,10 +3,10 @@
 The CLIP paper's Table 9 lists KITTI with 4 classes, 6,770 train and 711 test images, scored
 by accuracy; CLIP_benchmark runs it as VTAB's `closest_vehicle_distance` task on TFDS
 `kitti:3.3.0` (LAION-AI/CLIP_benchmark 48de38c, `clip_benchmark/datasets/kitti.py` lines
-90-103 and 172-194), whose class names are CLIP's own prompts for KITTI (`en_classnames.json`,
+90-103 and 172), whose class names are CLIP's own prompts for KITTI (`en_classnames.json`,
 `kitti_closest_vehicle_distance`). We rebuild both parts from the files:
 
-- **The label** (VTAB, google-research/task_adaptation d2a72ed, `task_adaptation/data/kitti.py`
+- **The label** (VTAB, google-research/task_adaptation d7630d3, `task_adaptation/data/kitti.py`
   lines 90-103): the smallest depth `z` (the camera-frame location's third value, metres) of
   the image's vehicles, `Car`, `Van` or `Truck` (TFDS type ids 0-2; `DontCare` rows are not
   objects), or 1000 without one; then the largest i with `THRESHOLDS[i] < z`: up to 8 m is
@@ -15,8 +15,8 @@ by accuracy; CLIP_benchmark runs it as VTAB's `closest_vehicle_distance` task on
   `tensorflow_datasets/datasets/kitti/kitti_dataset_builder.py`, `_build_splits`): the
   labelled training images only (the benchmark's test images have no labels), grouped by the
   drive (video) each comes from through the devkit's `mapping/train_rand.txt` and
-  `mapping/train_mapping.txt`; 10% of the drives are test, 10% of the rest validation, drawn
-  with numpy's legacy generator seeded 123, so no drive straddles two splits: 6,347 / 423 /
+  `mapping/train_mapping.txt`; 10% of the drives are test and as many others validation,
+  drawn with numpy's legacy generator seeded 123, so no drive straddles two splits: 6,347 / 423 /
   711. Table 9's 6,770 train images are TFDS train + validation, the probe's final fit.
 
 torchvision's `Kitti` gives the layout (`Kitti/raw/training/{image_2,label_2}`) but neither the
