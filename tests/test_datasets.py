@@ -50,6 +50,13 @@ PROTOCOL = {
     "digits": ("top1", 10, "carve"),
     "cub200": ("top1", 200, "carve"),
     "voc2007": ("map11", 20, "official"),  # multi-label: N x 20 devkit flags
+    # the CLIP paper's Table 9 (issue 26)
+    "kitti_distance": ("top1", 4, "official"),
+    "country211": ("top1", 211, "official"),
+    "pcam": ("top1", 2, "official"),
+    "clevr_counts": ("top1", 8, "carve"),
+    "hateful_memes": ("roc_auc", 2, "carve"),
+    "rendered_sst2": ("top1", 2, "official"),
 }
 GENERIC = {"imagefolder", "hf"}  # class count found in the data; val official if present
 
@@ -252,6 +259,8 @@ def test_empty_class_folder_is_an_error(tmp_path: Path) -> None:
         ("fgvc_aircraft", "fgvc_aircraft/fgvc-aircraft-2013b/data/images_variant_test.txt"),
         ("cub200", "cub200/CUB_200_2011/train_test_split.txt"),
         ("voc2007", "voc2007/VOCdevkit/VOC2007/ImageSets/Main/tvmonitor_test.txt"),
+        ("hateful_memes", "hateful_memes/hateful_memes/dev_seen.jsonl"),
+        ("pcam", "pcam/pcam/camelyonpatch_level_2_split_valid_y.h5"),
     ],
 )
 def test_missing_split_file_names_it(name: str, split_file: str, tmp_path: Path) -> None:
@@ -420,7 +429,7 @@ def test_missing_test_split_and_official_val_are_probe_errors(tmp_path: Path) ->
 
 # --- 16-bit and palette files through every family's loader (issue 13, defect 4) ------------
 
-ARRAY_DATASETS = {"cifar10", "cifar100", "digits"}  # in-memory uint8 arrays: no files to read
+ARRAY_DATASETS = {"cifar10", "cifar100", "digits", "pcam"}  # uint8 arrays (PCam: HDF5): no files
 FILE_DATASETS = [n for n in DATASETS if n not in ARRAY_DATASETS | {"hf"}]
 
 
