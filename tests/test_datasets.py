@@ -50,6 +50,8 @@ PROTOCOL = {
     "digits": ("top1", 10, "carve"),
     "cub200": ("top1", 200, "carve"),
     "voc2007": ("map11", 20, "official"),  # multi-label: N x 20 devkit flags
+    "ucf101": ("top1", 101, "carve"),  # middle frames of split 1
+    "kinetics700": ("top1_top5_mean", 700, "carve"),  # middle frames; test = the val list
 }
 GENERIC = {"imagefolder", "hf"}  # class count found in the data; val official if present
 
