@@ -254,6 +254,8 @@ def test_empty_class_folder_is_an_error(tmp_path: Path) -> None:
         ("fgvc_aircraft", "fgvc_aircraft/fgvc-aircraft-2013b/data/images_variant_test.txt"),
         ("cub200", "cub200/CUB_200_2011/train_test_split.txt"),
         ("voc2007", "voc2007/VOCdevkit/VOC2007/ImageSets/Main/tvmonitor_test.txt"),
+        ("ucf101", "ucf101/ucfTrainTestlist/testlist01.txt"),
+        ("kinetics700", "kinetics700/k700-2020/annotations/val.csv"),
     ],
 )
 def test_missing_split_file_names_it(name: str, split_file: str, tmp_path: Path) -> None:

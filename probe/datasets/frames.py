@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".avi", ".mp4", ".webm", ".mkv", ".mov")
 JPEG_QUALITY = 95  # the stored frame is a JPEG re-encoding of the decoded one (docs/datasets.md)
 INSTALL = "pip install av"
+PROGRESS = 10_000  # clips between two progress lines of the extraction
 
 
 @dataclass(frozen=True)
@@ -211,26 +212,25 @@ def extract(
             f"dataset {name} is not a video dataset; frames are extracted for the video datasets "
             "only (dataset=ucf101, dataset=kinetics700)"
         )
-    decode = decode or middle_frame
-    if decode is middle_frame:
-        _pyav()  # before reading any list: say what to install at once
     listing = family.listing(**cfg)
-    require_dir(listing.videos, dataset=name, fix=listing.hint)
     clips = {(c.listing, c.clip_id): c for cs in listing.splits.values() for c in cs}
     todo = [c for c in clips.values()
             if not (listing.base / frame_rel(cfg["frames"], c)).is_file()]  # fmt: skip
     log.info("%s: %d listed clips, %d have a frame, %d to extract from %s", name, len(clips),
              len(clips) - len(todo), len(todo), listing.videos)  # fmt: skip
-    index = VideoIndex(listing.videos)
-    for c in todo:  # index every list's folder now, not from several threads at once
-        index.find(c)
-    missing: list[str] = []
+    decode = decode or middle_frame
+    if todo and decode is middle_frame:
+        _pyav()  # before walking the videos: say what to install at once
+    if todo:
+        require_dir(listing.videos, dataset=name, fix=listing.hint)
+    index = VideoIndex(listing.videos)  # resolved here, not from several threads at once
+    videos = {c: index.find(c) for c in todo}
+    missing = sorted(c.video for c, v in videos.items() if v is None)
     failed: list[str] = []
 
     def one(clip: Clip) -> bool:
-        video = index.find(clip)
+        video = videos[clip]
         if video is None:
-            missing.append(clip.video)  # list.append is atomic under the GIL
             return False
         try:
             image = decode(video)
@@ -246,9 +246,13 @@ def extract(
         write_bytes_atomic(listing.base / frame_rel(cfg["frames"], clip), buf.getvalue())
         return True
 
+    written = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        written = sum(pool.map(one, todo))
-    counts = {"listed": len(clips), "extracted": written, "missing": sorted(missing),
+        for done, ok in enumerate(pool.map(one, todo), 1):
+            written += ok
+            if done % PROGRESS == 0:
+                log.info("%s: %d of %d clips done", name, done, len(todo))
+    counts = {"listed": len(clips), "extracted": written, "missing": missing,
               "failed": sorted(failed)}  # fmt: skip
     if counts["missing"]:
         log.warning("%s: %d listed clips have no video under %s (first: %s)", name,
