@@ -3,6 +3,7 @@
 This module holds the helpers and the layouts torchvision parses; `fakes_custom` holds the
 ones our own readers parse (SUN397, Caltech-101, Birdsnap) and the generic sources;
 `fakes_tasks` six datasets of the CLIP paper's suite (KITTI Distance to Rendered SST2).
+`fakes_video` the video datasets as middle frames (UCF101, Kinetics-700).
 
 Each `make_<config name>(data_root)` writes a few 8x8 images per class plus the dataset's real
 annotation files (pickles, .mat files, split lists, json) and returns what a correct reader
@@ -283,10 +284,10 @@ def make_imagenet(data_root: Path) -> Fake:
 def make(name: str, data_root: Path) -> Fake:
     import fakes_custom  # the datasets our own readers parse, and the generic sources
     import fakes_tasks  # KITTI Distance, Country211, PCam, CLEVR Counts, Hateful Memes, SST2
+    import fakes_video  # the video datasets as middle frames
 
-    maker = globals().get(f"make_{name}") or next(
-        (getattr(m, f"make_{name}") for m in (fakes_custom, fakes_tasks)
-         if hasattr(m, f"make_{name}")), None)  # fmt: skip
+    found = [vars(m) for m in (fakes_custom, fakes_tasks, fakes_video)]
+    maker = next((m[f"make_{name}"] for m in [globals(), *found] if f"make_{name}" in m), None)
     if maker is None:
         raise LookupError(f"no fake for dataset {name!r}: add make_{name} to tests/fakes*.py")
     return maker(data_root)

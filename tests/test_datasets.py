@@ -57,6 +57,8 @@ PROTOCOL = {
     "clevr_counts": ("top1", 8, "carve"),
     "hateful_memes": ("roc_auc", 2, "carve"),
     "rendered_sst2": ("top1", 2, "official"),
+    "ucf101": ("top1", 101, "carve"),  # middle frames of split 1
+    "kinetics700": ("top1_top5_mean", 700, "carve"),  # middle frames; test = the val list
 }
 GENERIC = {"imagefolder", "hf"}  # class count found in the data; val official if present
 
@@ -261,6 +263,8 @@ def test_empty_class_folder_is_an_error(tmp_path: Path) -> None:
         ("voc2007", "voc2007/VOCdevkit/VOC2007/ImageSets/Main/tvmonitor_test.txt"),
         ("hateful_memes", "hateful_memes/hateful_memes/dev_seen.jsonl"),
         ("pcam", "pcam/pcam/camelyonpatch_level_2_split_valid_y.h5"),
+        ("ucf101", "ucf101/ucfTrainTestlist/testlist01.txt"),
+        ("kinetics700", "kinetics700/k700-2020/annotations/val.csv"),
     ],
 )
 def test_missing_split_file_names_it(name: str, split_file: str, tmp_path: Path) -> None:
