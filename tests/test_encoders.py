@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from conftest import compose_cfg, run_cli, run_cli_without
 from omegaconf import OmegaConf
 from reference import openai_reference, reference, sample_photos, squash_reference
-from tiny import RES, clip_processor, direct_forward, model_configs, standin, timm_kwargs, timm_model
+from tiny import RES, clip_processor, direct_forward, model_configs, standin, timm_model
 
 from probe.core.errors import ProbeError
 from probe.core.factory import make
@@ -59,7 +60,7 @@ def timm_block(enc: dict) -> dict:
     """timm's own data config of the stand-in (its pretrained_cfg at encoder.resolution)."""
     from timm.data import resolve_data_config
 
-    net = timm_model(enc["model"], Path(enc["checkpoint"]), timm_kwargs(enc["model"]))
+    net = timm_model(enc["model"], Path(enc["checkpoint"]), tiny.timm_kwargs(enc["model"]))
     res = enc["resolution"]
     data = resolve_data_config(args={"input_size": (3, res, res)}, model=net)
     assert data["crop_mode"] == "center"

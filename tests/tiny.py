@@ -33,6 +33,8 @@ def timm_kwargs(arch: str) -> dict:
     """The kwargs that shrink `arch` to a stand-in WIDTH wide: a CNN's own, else the ViT's."""
     return next((kw for prefix, kw in TIMM_CNN_KWARGS.items() if arch.startswith(prefix)),
                 TIMM_KWARGS)  # fmt: skip
+
+
 # hub ids whose checkpoints hold both towers: their stand-in is a full two-tower model
 TWO_TOWER = {"openai/clip": "clip", "google/siglip": "siglip"}
 
@@ -135,7 +137,8 @@ def standin(name: str, tiny: dict[str, Path], root: Path) -> list[str]:
     if family(name) == "timm":
         arch = TIMM_GENERIC if enc.model == "???" else enc.model
         kwargs = timm_kwargs(arch)
-        return [f"encoder.model={arch}", f"encoder.checkpoint={timm_checkpoint(root, arch, kwargs)}",
+        weights = timm_checkpoint(root, arch, kwargs)
+        return [f"encoder.model={arch}", f"encoder.checkpoint={weights}",
                 f"++encoder.model_kwargs={hydra_dict(kwargs)}", *common]  # fmt: skip
     model_id = "" if enc.model == "???" else str(enc.model)
     two_tower = next((t for prefix, t in TWO_TOWER.items() if model_id.startswith(prefix)), None)
