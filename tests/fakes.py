@@ -1,7 +1,10 @@
 """Tiny fake copies of every dataset, in the real on-disk layouts the readers expect.
 
 This module holds the helpers and the layouts torchvision parses; `fakes_custom` holds the
-ones our own readers parse (SUN397, Caltech-101, Birdsnap) and the generic sources.
+ones our own readers parse (SUN397, Caltech-101, Birdsnap) and the generic sources;
+`fakes_tasks` six datasets of the CLIP paper's suite (KITTI Distance to Rendered SST2),
+`fakes_video` the video datasets as middle frames (UCF101, Kinetics-700), `fakes_clip` six
+more of the CLIP paper's suite (MNIST to GTSRB).
 
 Each `make_<config name>(data_root)` writes a few 8x8 images per class plus the dataset's real
 annotation files (pickles, .mat files, split lists, json) and returns what a correct reader
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-MD5_MODULES = ("cifar", "flowers102", "imagenet")
+MD5_MODULES = ("cifar", "flowers102", "imagenet", "stl10")
 
 
 def exists_only(fpath: str, md5: str | None = None) -> bool:
@@ -50,6 +53,8 @@ class Fake:
     labels: dict[str, dict[str, int]]
     overrides: list[str] = field(default_factory=list)
     classes: dict[int, str] = field(default_factory=dict)  # some expected class names
+    # a seeded per-class draw (labels["all"] lists every image): images per class per split
+    per_class: dict[str, int] = field(default_factory=dict)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -280,9 +285,13 @@ def make_imagenet(data_root: Path) -> Fake:
 
 
 def make(name: str, data_root: Path) -> Fake:
+    import fakes_clip  # the CLIP paper's suite (issue 26)
     import fakes_custom  # the datasets our own readers parse, and the generic sources
+    import fakes_tasks  # KITTI Distance, Country211, PCam, CLEVR Counts, Hateful Memes, SST2
+    import fakes_video  # the video datasets as middle frames
 
-    maker = globals().get(f"make_{name}") or getattr(fakes_custom, f"make_{name}", None)
+    found = [vars(m) for m in (fakes_custom, fakes_tasks, fakes_video, fakes_clip)]
+    maker = next((m[f"make_{name}"] for m in [globals(), *found] if f"make_{name}" in m), None)
     if maker is None:
         raise LookupError(f"no fake for dataset {name!r}: add make_{name} to tests/fakes*.py")
     return maker(data_root)

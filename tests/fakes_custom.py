@@ -45,7 +45,7 @@ def make_caltech101(data_root: Path) -> Fake:
             write_image(base / c / f"image_{j:04d}.jpg", 10 * index[c] + j)
             every[f"{c}/image_{j:04d}.jpg"] = index[c]
     return Fake({"all": every}, overrides=["dataset.train_per_class=3"],
-                classes={0: "BACKGROUND_Google"})  # fmt: skip
+                classes={0: "BACKGROUND_Google"}, per_class={"train": 3, "test": 2})  # fmt: skip
 
 
 def make_birdsnap(data_root: Path) -> Fake:

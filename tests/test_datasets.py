@@ -50,6 +50,22 @@ PROTOCOL = {
     "digits": ("top1", 10, "carve"),
     "cub200": ("top1", 200, "carve"),
     "voc2007": ("map11", 20, "official"),  # multi-label: N x 20 devkit flags
+    # the CLIP paper's Table 9 (issue 26)
+    "kitti_distance": ("top1", 4, "official"),
+    "country211": ("top1", 211, "official"),
+    "pcam": ("top1", 2, "official"),
+    "clevr_counts": ("top1", 8, "carve"),
+    "hateful_memes": ("roc_auc", 2, "carve"),
+    "rendered_sst2": ("top1", 2, "official"),
+    "ucf101": ("top1", 101, "carve"),  # middle frames of split 1
+    "kinetics700": ("top1_top5_mean", 700, "carve"),  # middle frames; test = the val list
+    # the CLIP paper's suite (issue 26), docs/protocol.md section 7
+    "mnist": ("top1", 10, "carve"),
+    "fer2013": ("top1", 7, "official"),  # PublicTest
+    "stl10": ("top1", 10, "carve"),
+    "eurosat": ("top1", 10, "carve"),
+    "resisc45": ("top1", 45, "carve"),
+    "gtsrb": ("top1", 43, "carve"),
 }
 GENERIC = {"imagefolder", "hf"}  # class count found in the data; val official if present
 
@@ -93,11 +109,12 @@ def test_splits_labels_and_protocol(name: str, tmp_path: Path) -> None:
         assert (ds.metric, ds.num_classes, ds.val.source) == PROTOCOL[name]
     if name == "imagenet":  # the fake is smaller; the config must hold out 50,000
         assert compose_cfg(["dataset=imagenet"]).dataset.val.count == 50000
-    if "all" in fake.labels:  # a seeded draw (Caltech-101): check the union and the per-class count
-        got = {**id_labels(ds.splits["train"]), **id_labels(ds.splits["test"])}
-        assert got == fake.labels["all"]
-        assert np.bincount(ds.splits["train"].labels).tolist() == [3, 3, 3]
-        assert len(ds.splits["test"]) == 6
+    if "all" in fake.labels:  # a seeded per-class draw: labels right, counts per class per split
+        assert set(ds.source_splits) == set(fake.per_class)
+        for split, per_class in fake.per_class.items():
+            got = id_labels(ds.splits[split])
+            assert got.items() <= fake.labels["all"].items(), split
+            assert np.bincount(ds.splits[split].labels).tolist() == [per_class] * 3, split
     else:
         assert set(ds.source_splits) == set(fake.labels)
         for split, expected in fake.labels.items():
@@ -252,6 +269,10 @@ def test_empty_class_folder_is_an_error(tmp_path: Path) -> None:
         ("fgvc_aircraft", "fgvc_aircraft/fgvc-aircraft-2013b/data/images_variant_test.txt"),
         ("cub200", "cub200/CUB_200_2011/train_test_split.txt"),
         ("voc2007", "voc2007/VOCdevkit/VOC2007/ImageSets/Main/tvmonitor_test.txt"),
+        ("hateful_memes", "hateful_memes/hateful_memes/dev_seen.jsonl"),
+        ("pcam", "pcam/pcam/camelyonpatch_level_2_split_valid_y.h5"),
+        ("ucf101", "ucf101/ucfTrainTestlist/testlist01.txt"),
+        ("kinetics700", "kinetics700/k700-2020/annotations/val.csv"),
     ],
 )
 def test_missing_split_file_names_it(name: str, split_file: str, tmp_path: Path) -> None:
@@ -420,7 +441,8 @@ def test_missing_test_split_and_official_val_are_probe_errors(tmp_path: Path) ->
 
 # --- 16-bit and palette files through every family's loader (issue 13, defect 4) ------------
 
-ARRAY_DATASETS = {"cifar10", "cifar100", "digits"}  # in-memory uint8 arrays: no files to read
+# in-memory uint8 arrays (pickles, IDX, csv and binary files; PCam: HDF5): no image files to read
+ARRAY_DATASETS = {"cifar10", "cifar100", "digits", "pcam", "mnist", "fer2013", "stl10"}
 FILE_DATASETS = [n for n in DATASETS if n not in ARRAY_DATASETS | {"hf"}]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from conftest import compose_cfg, run_cli, run_cli_without
 from omegaconf import OmegaConf
@@ -59,7 +60,7 @@ def timm_block(enc: dict) -> dict:
     """timm's own data config of the stand-in (its pretrained_cfg at encoder.resolution)."""
     from timm.data import resolve_data_config
 
-    net = timm_model(enc["model"], Path(enc["checkpoint"]))
+    net = timm_model(enc["model"], Path(enc["checkpoint"]), tiny.timm_kwargs(enc["model"]))
     res = enc["resolution"]
     data = resolve_data_config(args={"input_size": (3, res, res)}, model=net)
     assert data["crop_mode"] == "center"

@@ -134,11 +134,14 @@ def encoders(root: Path, kinds: list[str]) -> dict[str, object]:
 
 
 def test_one_openai_clip_state_dict_gives_one_tensor_per_kind_in_every_family(tmp_path) -> None:
-    kinds = list(KINDS)
+    """Every kind but `projected` (timm has none; tests/test_layers.py checks it), the layer
+    kinds too."""
+    kinds = [k for k in KINDS if k != "projected"] + ["cls.l0", "mean.l-2", "cls+mean.l2"]
     got = {family: enc.embed_kinds(torch.randn(3, 3, RES, RES, generator=torch.Generator()
                                                .manual_seed(0)))
            for family, enc in encoders(tmp_path, kinds).items()}  # fmt: skip
-    widths = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5}
+    widths = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5, "cls.l0": 1,
+              "mean.l-2": 1, "cls+mean.l2": 2}  # fmt: skip
     assert {k: v.shape for k, v in got["hf"].items()} == {k: (3, widths[k] * WIDTH) for k in kinds}
     diffs = {f"{kind} {family}": (got[family][kind] - got["hf"][kind]).abs().max().item()
              for kind in kinds for family in ("open_clip", "timm")}  # fmt: skip
@@ -200,11 +203,13 @@ def test_open_clip_ln_after_pool_tower_applies_ln_post_to_every_token(tmp_path) 
 
 def test_open_clip_attention_pooled_tower_gives_pooler_output_only(tmp_path) -> None:
     """With `attn_pool` (CoCa), `ln_post` has the pooler's width and follows it (open_clip
-    3.3.0 transformer.py lines 813-814): its tokens have no final norm, so no token kind."""
+    3.3.0 transformer.py lines 813-814): its tokens have no final norm, so no token kind (its
+    projection head still gives `projected`)."""
     from probe.core.errors import ProbeError
 
     path, _ = openai_checkpoint(tmp_path, attentional_pool=True, attn_pooler_queries=4)
-    with pytest.raises(ProbeError, match=r"feature=cls is not available.*can give: pooler_output$"):
+    with pytest.raises(ProbeError, match=r"feature=cls is not available.*can give: pooler_output, "
+                       r"projected$"):  # fmt: skip
         open_clip_encoder(path, "encoder.feature=cls")
     x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(0))
     assert open_clip_encoder(path).embed(x).shape == (2, EMBED)

@@ -25,6 +25,16 @@ TEXT = dict(hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=1, num_at
 # timm architectures shrunk to the same size; the generic `timm` config gets a plain ViT
 TIMM_KWARGS = dict(img_size=RES, patch_size=8, embed_dim=WIDTH, depth=4, num_heads=4)
 TIMM_GENERIC = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+# CNN architectures shrunk to a 32-wide last stage instead (ResNeXt: bottleneck expansion 4 x 8)
+TIMM_CNN_KWARGS = {"resnext": dict(layers=[1, 1, 1, 1], channels=[8, 8, 8, 8], stem_width=8)}
+
+
+def timm_kwargs(arch: str) -> dict:
+    """The kwargs that shrink `arch` to a stand-in WIDTH wide: a CNN's own, else the ViT's."""
+    return next((kw for prefix, kw in TIMM_CNN_KWARGS.items() if arch.startswith(prefix)),
+                TIMM_KWARGS)  # fmt: skip
+
+
 # hub ids whose checkpoints hold both towers: their stand-in is a full two-tower model
 TWO_TOWER = {"openai/clip": "clip", "google/siglip": "siglip"}
 
@@ -126,8 +136,10 @@ def standin(name: str, tiny: dict[str, Path], root: Path) -> list[str]:
     common = [f"encoder.resolution={RES}"] + ([f"encoder.width={WIDTH}"] if "width" in enc else [])
     if family(name) == "timm":
         arch = TIMM_GENERIC if enc.model == "???" else enc.model
-        return [f"encoder.model={arch}", f"encoder.checkpoint={timm_checkpoint(root, arch)}",
-                f"++encoder.model_kwargs={hydra_dict(TIMM_KWARGS)}", *common]  # fmt: skip
+        kwargs = timm_kwargs(arch)
+        weights = timm_checkpoint(root, arch, kwargs)
+        return [f"encoder.model={arch}", f"encoder.checkpoint={weights}",
+                f"++encoder.model_kwargs={hydra_dict(kwargs)}", *common]  # fmt: skip
     model_id = "" if enc.model == "???" else str(enc.model)
     two_tower = next((t for prefix, t in TWO_TOWER.items() if model_id.startswith(prefix)), None)
     key = two_tower or enc.get("model_type") or "clip_vision_model"
@@ -141,7 +153,7 @@ def direct_forward(enc_cfg, pixels: torch.Tensor) -> torch.Tensor:
     enc = OmegaConf.to_container(enc_cfg, resolve=True)
     with torch.no_grad():
         if enc["_target_"].endswith("timm.build"):
-            net = timm_model(enc["model"], Path(enc["checkpoint"]))
+            net = timm_model(enc["model"], Path(enc["checkpoint"]), timm_kwargs(enc["model"]))
             return net.forward_head(net.forward_features(pixels), pre_logits=True)
         if enc.get("model_type") == "VisionTransformer":
             import open_clip

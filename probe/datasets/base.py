@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-METRICS = ("top1", "mean_per_class", "map11")
+METRICS = ("top1", "mean_per_class", "map11", "roc_auc", "top1_top5_mean")
 # metrics of multi-label datasets: labels are N x K (one column per class), never one label
 # per image; scored from per-class scores (`probe.evaluations.voc_map`), not predicted classes
 MULTILABEL_METRICS = ("map11",)

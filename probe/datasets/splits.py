@@ -51,3 +51,34 @@ def stratified_holdout(
     mask = np.ones(n, dtype=bool)
     mask[holdout] = False
     return np.flatnonzero(mask), holdout
+
+
+def per_class_subsets(
+    labels: np.ndarray, *, sizes: dict[str, int], seed: int, dataset: str, classes: list[str]
+) -> dict[str, np.ndarray]:
+    """Disjoint, seeded per-class draws: `sizes[name]` images of every class for each subset.
+
+    For the datasets the CLIP paper sampled its own subsets of (EuroSAT, RESISC45): per class,
+    in the order the images are given (sorted paths), a random permutation; its first
+    `sizes[first]` go to the first subset, the next `sizes[second]` to the second, and any
+    rest to none. Each class draws from its own stream, PCG64 seeded with `(seed, class
+    index)`, so a copy missing one image changes that class's draw only.
+    """
+    labels = np.asarray(labels)
+    need = sum(sizes.values())
+    out: dict[str, list[np.ndarray]] = {name: [] for name in sizes}
+    for c, name in enumerate(classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < need:
+            wanted = " + ".join(f"{k}={v}" for k, v in sizes.items())
+            raise ProbeError(
+                f"dataset {dataset}: class {name!r} has {len(idx)} images, fewer than the {need} "
+                f"its per-class draw takes ({wanted}); the copy is incomplete: re-extract it"
+            )
+        order = np.random.Generator(np.random.PCG64([seed, c])).permutation(idx)
+        start = 0
+        for subset, k in sizes.items():
+            out[subset].append(np.sort(order[start : start + k]))
+            start += k
+    empty = np.zeros(0, dtype=np.int64)
+    return {k: np.sort(np.concatenate(v)) if v else empty for k, v in out.items()}

@@ -4,8 +4,9 @@ The protocol's feature is `pooler_output`: the LayerNorm'd CLS token before any 
 for CLIP/MLCD and DINOv2, the attention-pool head for SigLIP (and SigLIP 2's fixed-resolution
 checkpoints, which are `siglip` checkpoints). The other kinds (`probe/encoders/kinds.py`)
 come from the same forward pass, after the model's final norm (`NORM_AFTER_OUTPUT`,
-`NORMED_OUTPUT`). From a full two-tower checkpoint only the
-vision tower is loaded, so the text tower never costs memory. Weights are always loaded in
+`NORMED_OUTPUT`; `probe/encoders/hf_kinds.py`). From a full two-tower checkpoint only the
+vision tower is loaded (with its projection head for `projected`), so the text tower never
+costs memory. Weights are always loaded in
 float32 (transformers 5 would otherwise keep a checkpoint's stored dtype); reduced precision
 comes from autocast in `Encoder.embed`, so `encoder.dtype` alone decides the compute dtype.
 """
@@ -23,6 +24,13 @@ import torch
 from probe.core.errors import ProbeError
 from probe.encoders import kinds as K
 from probe.encoders.base import Encoder
+from probe.encoders.hf_kinds import (  # noqa: F401 - HFForward is imported from here too
+    HFForward,
+    final_norm_and_blocks,
+    has_projection,
+    projection_kwargs,
+    split_projection,
+)
 from probe.encoders.hub import commit_for
 from probe.encoders.preprocess import build_transform, preprocess_from_hf
 
@@ -40,8 +48,6 @@ ANY_RESOLUTION = ("mlcd_vision_model",)
 # Position embeddings interpolated to every input (DINOv2 is configured at 518 px and
 # evaluated at 224 px): the resolution is the preprocessing's alone.
 INTERPOLATED = ("dinov2", "dinov2_with_registers")
-# Where the final norm and the block list live in transformers' vision models.
-FINAL_NORMS = ("layernorm", "post_layernorm")
 # Where the final norm sits (read in transformers 5.24.0). Here `last_hidden_state` is the last
 # block's output and `post_layernorm` is applied to the pooled CLS alone
 # (models/clip/modeling_clip.py lines 639-641, models/mlcd/modeling_mlcd.py lines 542-544):
@@ -55,7 +61,6 @@ NORM_AFTER_OUTPUT = ("clip", "clip_vision_model", "mlcd_vision_model")
 # kinds need to know where their final norm sits.
 NORMED_OUTPUT = ("dinov2", "dinov2_with_registers", "siglip", "siglip_vision_model", "vit")
 UNPLACED = ", a model type whose final norm hf.py does not place; token kinds need it"
-BLOCK_LISTS = ("encoder.layers", "encoder.layer")
 
 
 def load_config(model: str, *, revision: str, trust_remote_code: bool) -> Any:
@@ -100,8 +105,11 @@ def model_class(config: Any) -> Any:
         return transformers.AutoModel
 
 
-def load_model(model: str, config: Any, *, revision: str, trust_remote_code: bool):
-    """Load in float32, with SDPA attention where the class offers it; refuse missing weights."""
+def load_model(
+    model: str, config: Any, *, revision: str, trust_remote_code: bool, projected: bool = False
+):
+    """Load in float32, with SDPA attention where the class offers it; refuse missing weights.
+    `projected`: with the projection head where it is a separate module (`hf_kinds`)."""
     cls = model_class(config)
     kwargs: dict[str, Any] = {
         "revision": revision,
@@ -109,6 +117,12 @@ def load_model(model: str, config: Any, *, revision: str, trust_remote_code: boo
         "dtype": torch.float32,
         "output_loading_info": True,
     }
+    with_head = projection_kwargs(config) if projected else None
+    if with_head is not None:
+        import transformers
+
+        cls = getattr(transformers, with_head[0])
+        kwargs.update(with_head[1])
     if getattr(cls, "_supports_sdpa", False):
         kwargs["attn_implementation"] = "sdpa"
     if trust_remote_code:
@@ -142,70 +156,6 @@ def _quiet_transformers(quiet: bool) -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(level)
-
-
-class HFForward:
-    """Batch -> features by kind from one call of a transformers vision model.
-
-    The token kinds read `last_hidden_state` after the final norm: `norm_tokens` (CLIP, MLCD)
-    applies it here to every token, else the model has. `last4` reads the outputs of the last
-    four blocks through forward hooks (the tensors `output_hidden_states` would hold, without
-    keeping every layer's) and applies the final norm to them, as dinov2's
-    `get_intermediate_layers(norm=True)` does.
-    """
-
-    def __init__(
-        self,
-        net: torch.nn.Module,
-        kinds: str | tuple[str, ...],
-        *,
-        prefix: int = 1,
-        final_norm: Any = None,
-        blocks: Any = None,
-        norm_tokens: bool = False,
-    ) -> None:
-        self.net = net
-        self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        self.prefix = prefix
-        self.final_norm = final_norm
-        self.norm_tokens = norm_tokens and bool(K.NEED_FINAL & set(self.kinds))
-        self._blocks: list[torch.Tensor] = []
-        if "last4" in self.kinds:
-            for block in list(blocks)[-K.LAST_BLOCKS :]:
-                block.register_forward_hook(self._keep)
-
-    def _keep(self, _module: Any, _args: Any, output: Any) -> None:
-        self._blocks.append(output[0] if isinstance(output, tuple) else output)
-
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        self._blocks.clear()
-        out = self.net(pixel_values=pixel_values)
-        if "pooler_output" in self.kinds and getattr(out, "pooler_output", None) is None:
-            raise ProbeError("this model has no pooler_output; set encoder.feature=cls or mean")
-        blocks = [self.final_norm(b) for b in self._blocks] if "last4" in self.kinds else []
-        self._blocks.clear()
-        pooled, final = getattr(out, "pooler_output", None), out.last_hidden_state
-        final = self.final_norm(final) if self.norm_tokens else final
-        tokens = K.Tokens(pooled=pooled, final=final, prefix=self.prefix, blocks=blocks)
-        feats = K.select(self.kinds, tokens)
-        return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
-
-
-def final_norm_and_blocks(net: torch.nn.Module) -> tuple[Any, Any]:
-    """The final norm and the list of transformer blocks, where the model has them."""
-    norm = blocks = None
-    for tower in (net, getattr(net, "vision_model", None)):
-        for name in FINAL_NORMS:
-            found = getattr(tower, name, None)
-            if norm is None and isinstance(found, torch.nn.Module):
-                norm = found
-        for path in BLOCK_LISTS:
-            found = tower
-            for name in path.split("."):
-                found = getattr(found, name, None)
-            if blocks is None and isinstance(found, torch.nn.ModuleList):
-                blocks = found
-    return norm, blocks
 
 
 def check_resolution(model: str, config: Any, resolution: int | None) -> None:
@@ -257,24 +207,33 @@ def build(
             "(model_type siglip, e.g. google/siglip2-so400m-patch14-384)"
         )
     has_cls = config.model_type not in NO_CLS_TOKEN
-    K.check_width(width, getattr(getattr(config, "vision_config", config), "hidden_size", None),
-                  model=model)  # fmt: skip
+    vision = getattr(config, "vision_config", config)
+    K.check_width(width, getattr(vision, "hidden_size", None), model=model)
     placed = config.model_type in NORM_AFTER_OUTPUT + NORMED_OUTPUT
     note = ("" if has_cls else ", no CLS token") + ("" if placed else UNPLACED)
     described = f"{model!r} ({config.model_type}{note})"
-    K.check_available(kinds, K.available(has_tokens=placed, has_cls=has_cls, has_blocks=True),
+    depth = getattr(vision, "num_hidden_layers", None)  # checked again on the loaded blocks
+    has = {"has_cls": has_cls, "projected": has_projection(config)}
+    K.check_available(kinds, K.available(has_tokens=placed, depth=depth or K.LAST_BLOCKS, **has),
                       model=described)  # fmt: skip
+    K.check_layers(kinds, depth, model=described)
     check_resolution(model, config, resolution)
-    net = load_model(model, config, revision=revision, trust_remote_code=trust_remote_code)
+    net = load_model(model, config, revision=revision, trust_remote_code=trust_remote_code,
+                     projected=K.PROJECTED in kinds)  # fmt: skip
+    net, projection = split_projection(net, config)
+    if projection is not None:
+        projection.to(device)
     norm, blocks = final_norm_and_blocks(net)
-    has_blocks = norm is not None and blocks is not None and len(blocks) >= K.LAST_BLOCKS
-    K.check_available(kinds, K.available(has_tokens=True, has_cls=has_cls, has_blocks=has_blocks),
-                      model=f"{described}, without a final norm and four blocks")  # fmt: skip
+    depth = len(blocks) if norm is not None and blocks is not None else 0
+    K.check_available(kinds, K.available(has_tokens=True, depth=depth, **has),
+                      model=f"{described}, final norm or blocks not found")  # fmt: skip
+    K.check_layers(kinds, depth, model=described)
     if preprocess is None:
         preprocess = _checkpoint_preprocess(model, revision)
     prefix = 1 + int(getattr(net.config, "num_register_tokens", 0) or 0) if has_cls else 0
     forward = HFForward(net.to(device), kinds, prefix=prefix, final_norm=norm, blocks=blocks,
-                        norm_tokens=config.model_type in NORM_AFTER_OUTPUT)  # fmt: skip
+                        norm_tokens=config.model_type in NORM_AFTER_OUTPUT,
+                        projection=projection)  # fmt: skip
     return Encoder(
         transform=build_transform(**dict(preprocess)),
         forward=forward,

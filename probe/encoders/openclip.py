@@ -13,7 +13,9 @@ before pooling by default (line 820), after pooling with `final_ln_after_pool` (
 CLIPA towers); in both cases the token kinds take `ln_post` of every token, as open_clip's own
 `forward_intermediates(normalize_intermediates=True)` does for the blocks (lines 860-862). A
 tower with an attention pooler (`attn_pool`, lines 801-815; CoCa) gives `pooler_output` only:
-there `ln_post` has the pooler's output width and follows the pooler (lines 813-814).
+there `ln_post` has the pooler's output width and follows the pooler (lines 813-814). The
+layer kinds (`cls.l-2`, ...) take `ln_post` of the blocks they name. `projected` is the pooled
+output times the tower's projection `proj`, what `encode_image` gives.
 """
 
 from __future__ import annotations
@@ -115,30 +117,44 @@ def preprocess_from_open_clip(visual: Any) -> dict[str, Any]:
 
 class OpenCLIPForward:
     """Batch -> features by kind from one pass of an open_clip ViT (projection removed); the
-    token kinds after `ln_post`, the pooled output as the tower's own `_pool` makes it."""
+    token kinds after `ln_post`, the pooled output as the tower's own `_pool` makes it, and
+    `projected` as the tower's `forward` makes it with its projection (`pooled @ proj`, open_clip
+    3.3.0 `transformer.py` lines 907-913): `CLIP.encode_image(normalize=False)` (`model.py`
+    lines 326-328). The blocks `kinds.blocks_needed` names come from the transformer's own
+    `forward_intermediates` (lines 403-432), normed with `ln_post`."""
 
-    def __init__(self, visual: torch.nn.Module, kinds: tuple[str, ...]) -> None:
+    def __init__(
+        self, visual: torch.nn.Module, kinds: tuple[str, ...], *, proj: torch.Tensor | None = None
+    ) -> None:
         self.visual = visual
         self.kinds = kinds
+        self.proj = proj
+        self.depth = len(getattr(getattr(visual, "transformer", None), "resblocks", ()))
+        self.take = K.blocks_needed(kinds, self.depth)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         if self.kinds == ("pooler_output",):
             return self.visual(images)
         visual = self.visual
         x = visual._embeds(images)
-        blocks: list[torch.Tensor] = []
-        if "last4" in self.kinds:
-            x, blocks = visual.transformer.forward_intermediates(x, indices=K.LAST_BLOCKS)
-            blocks = [visual.ln_post(b) for b in blocks]
+        blocks: dict[int, torch.Tensor] = {}
+        if self.take:  # returned in block order, which `take` is sorted in
+            x, inter = visual.transformer.forward_intermediates(x, indices=self.take)
+            blocks = {i: visual.ln_post(b) for i, b in zip(self.take, inter, strict=True)}
         else:
             x = visual.transformer(x)
-        pooled = visual._pool(x)[0] if "pooler_output" in self.kinds else None
+        pooled = visual._pool(x)[0] if {"pooler_output", K.PROJECTED} & set(self.kinds) else None
+        projected = pooled @ self.proj if K.PROJECTED in self.kinds else None
         final = visual.ln_post(x) if K.NEED_FINAL & set(self.kinds) else None
-        feats = K.select(self.kinds, K.Tokens(pooled=pooled, final=final, prefix=1, blocks=blocks))
+        tokens = K.Tokens(pooled=pooled, final=final, prefix=1, blocks=blocks, depth=self.depth,
+                          projected=projected)  # fmt: skip
+        feats = K.select(self.kinds, tokens)
         return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
 
 
 def load_visual(model: str, *, revision: str, device: str) -> torch.nn.Module:
+    """The vision tower with its projection removed (the protocol's feature is before it);
+    the projection, if the tower had one, is kept as `visual.probe_proj` for `projected`."""
     open_clip = import_open_clip()
     folder = local_checkpoint(model, revision)
     try:
@@ -146,7 +162,9 @@ def load_visual(model: str, *, revision: str, device: str) -> torch.nn.Module:
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         raise ProbeError(f"encoder.model={model!r}: open_clip could not load it: {err}") from err
     visual = clip.visual.eval().requires_grad_(False)
-    visual.proj = None  # the protocol's feature is before the projection
+    proj = getattr(visual, "proj", None)
+    visual.probe_proj = proj if isinstance(proj, torch.Tensor) else None
+    visual.proj = None
     visual.output_tokens = False
     return visual
 
@@ -175,9 +193,12 @@ def build(
         )
     tokens = hasattr(visual, "_embeds") and hasattr(visual, "transformer")
     tokens = tokens and getattr(visual, "attn_pool", None) is None  # ln_post follows the pooler
-    blocks = tokens and len(getattr(visual.transformer, "resblocks", ())) >= K.LAST_BLOCKS
-    K.check_available(kinds, K.available(has_tokens=tokens, has_cls=tokens, has_blocks=blocks),
-                      model=f"{model!r} (an open_clip {kind})")  # fmt: skip
+    depth = len(getattr(visual.transformer, "resblocks", ())) if tokens else 0
+    projected = visual.probe_proj is not None and hasattr(visual, "_pool")
+    described = f"{model!r} (an open_clip {kind})"
+    K.check_available(kinds, K.available(has_tokens=tokens, has_cls=tokens, depth=depth,
+                                         projected=projected), model=described)  # fmt: skip
+    K.check_layers(kinds, depth, model=described)
     found = getattr(getattr(visual, "ln_post", None), "normalized_shape", [None])[0]
     K.check_width(width, found, model=model)
     native = visual.image_size
@@ -191,7 +212,7 @@ def build(
         preprocess = preprocess_from_open_clip(visual)
     return Encoder(
         transform=build_transform(**dict(preprocess)),
-        forward=OpenCLIPForward(visual, kinds),
+        forward=OpenCLIPForward(visual, kinds, proj=visual.probe_proj),
         device=device,
         dtype=dtype,
         feature_dim=found,

@@ -7,7 +7,9 @@ preprocessing) and runs timm's checkpoint filter and strict load as for hub weig
 preprocessing is the model's: timm's data config (`resolve_data_config`: input size, crop_pct,
 crop mode, interpolation, mean, std) as a `preprocess` block. The default feature is
 `forward_head(pre_logits=True)` (pooled and fc-normed, head removed); the token kinds read
-`forward_features` (`forward_intermediates(norm=True)` for `last4`) in the same single pass.
+`forward_features` (`forward_intermediates(norm=True, indices=[...])` for `last4` and the layer
+kinds, `cls.l-2` and the like) in the same single pass. There is no `projected`: a timm head is
+a classifier or a CLIP projection and nothing in the model says which.
 
 The token kinds are after the model's final norm (`probe/encoders/kinds.py`). In timm 1.0.31
 (`timm/models/vision_transformer.py`) a ViT has one of two final norms: `norm`, over every
@@ -89,17 +91,16 @@ def token_norm(net: torch.nn.Module) -> torch.nn.Module | None:
 
 
 def token_layout(net: torch.nn.Module) -> dict[str, Any]:
-    """What the token kinds need: a token sequence, a class token, `forward_intermediates`."""
+    """What the token kinds need: a token sequence, a class token, and for the block kinds
+    (`last4`, `cls.l-2`, ...) a `forward_intermediates` over `depth` blocks (0: none)."""
     prefix = getattr(net, "num_prefix_tokens", None)
     has_tokens = prefix is not None and hasattr(net, "patch_embed")
     has_cls = has_tokens and getattr(net, "cls_token", None) is not None
     fi = getattr(net, "forward_intermediates", None)
     params = inspect.signature(fi).parameters if fi is not None else {}
-    has_blocks = {"return_prefix_tokens", "norm", "output_fmt"} <= set(params) and len(
-        getattr(net, "blocks", ())
-    ) >= K.LAST_BLOCKS
+    fits = has_tokens and {"return_prefix_tokens", "norm", "output_fmt"} <= set(params)
     return {"prefix": int(prefix or 0), "has_tokens": has_tokens, "has_cls": has_cls,
-            "has_blocks": has_cls and has_blocks}  # fmt: skip
+            "depth": len(getattr(net, "blocks", ())) if fits else 0}  # fmt: skip
 
 
 class TimmForward:
@@ -113,27 +114,32 @@ class TimmForward:
         *,
         prefix: int,
         norm: torch.nn.Module | None = None,
+        depth: int = 0,
     ) -> None:
         self.net = net
         self.kinds = kinds
         self.prefix = prefix
         self.norm = norm if norm is not None else torch.nn.Identity()
+        self.depth = depth
+        self.take = K.blocks_needed(kinds, depth)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        blocks: list[torch.Tensor] = []
-        if "last4" in self.kinds:
+        blocks: dict[int, torch.Tensor] = {}
+        if self.take:  # returned in block order, which `take` is sorted in
             final, inter = self.net.forward_intermediates(
-                images, indices=K.LAST_BLOCKS, return_prefix_tokens=True, norm=True,
+                images, indices=self.take, return_prefix_tokens=self.prefix > 0, norm=True,
                 output_fmt="NLC",
             )  # fmt: skip
-            blocks = [self.norm(torch.cat([prefix, spatial], dim=1)) for spatial, prefix in inter]
+            whole = [torch.cat([p, s], dim=1) for s, p in inter] if self.prefix else inter
+            blocks = {i: self.norm(b) for i, b in zip(self.take, whole, strict=True)}
         else:
             final = self.net.forward_features(images)
         pooled = None
         if "pooler_output" in self.kinds:
             pooled = self.net.forward_head(final, pre_logits=True)
         normed = self.norm(final) if K.NEED_FINAL & set(self.kinds) else None
-        tokens = K.Tokens(pooled=pooled, final=normed, prefix=self.prefix, blocks=blocks)
+        tokens = K.Tokens(pooled=pooled, final=normed, prefix=self.prefix, blocks=blocks,
+                          depth=self.depth)  # fmt: skip
         feats = K.select(self.kinds, tokens)
         return feats[self.kinds[0]] if len(self.kinds) == 1 else feats
 
@@ -180,16 +186,20 @@ def build(
     net = create(model, checkpoint=checkpoint, model_kwargs=model_kwargs or {},
                  overlay=pretrained_cfg_overlay or {})  # fmt: skip
     layout = token_layout(net)
+    described = f"{model!r} (timm {type(net).__name__})"
     K.check_available(kinds, K.available(**{k: layout[k] for k in ("has_tokens", "has_cls",
-                      "has_blocks")}), model=f"{model!r} (timm {type(net).__name__})")  # fmt: skip
+                      "depth")}), model=described)  # fmt: skip
+    K.check_layers(kinds, layout["depth"], model=described)
     K.check_width(width, getattr(net, "num_features", None), model=model)
     check_resolution(model, net, resolution)
     if preprocess is None:
         preprocess = preprocess_from_timm(data_config(net, resolution), model=model)
     log.info("timm %s (%s): preprocess %s", model, type(net).__name__, preprocess)
+    forward = TimmForward(net.to(device), kinds, prefix=layout["prefix"], norm=token_norm(net),
+                          depth=layout["depth"])  # fmt: skip
     return Encoder(
         transform=build_transform(**dict(preprocess)),
-        forward=TimmForward(net.to(device), kinds, prefix=layout["prefix"], norm=token_norm(net)),
+        forward=forward,
         device=device,
         dtype=dtype,
         feature_dim=getattr(net, "num_features", None),

@@ -23,7 +23,7 @@ import numpy as np
 from probe.core.errors import ProbeError
 from probe.core.io import write_json_atomic
 from probe.core.walk import walk_files
-from probe.encoders.kinds import DEFINITIONS
+from probe.encoders.kinds import definition
 from probe.features.meta import problem as meta_problem
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,17 @@ def fingerprint(
     real paths, where reached through a link: `_files_stamp`), so a re-converted checkpoint
     at the same path, or a link re-pointed to another, is re-extracted; so does a local
     weights file (`checkpoint`, the timm family's). A feature kind whose definition changed
-    since the cache began counts with its definition's number (`kinds.DEFINITIONS`): an entry
-    extracted under an older meaning of `cls` is never read as today's; `pooler_output`
-    entries are unchanged.
+    since the cache began counts with its definition's number (`kinds.definition`: a layer kind
+    such as `cls.l-2` its base's): an entry extracted under an older meaning of `cls` is never
+    read as today's; `pooler_output` entries are unchanged.
     """
     ds = {k: v for k, v in sorted(dataset.items()) if k not in DATASET_IGNORED}
     if ds.get("root"):
         ds["root"] = _location(ds["root"], data_root)
     enc = {k: v for k, v in sorted(encoder.items()) if k not in ENCODER_IGNORED}
-    if enc.get("feature") in DEFINITIONS:
-        enc["feature_definition"] = DEFINITIONS[enc["feature"]]
+    number = definition(enc["feature"]) if isinstance(enc.get("feature"), str) else None
+    if number is not None:
+        enc["feature_definition"] = number
     if isinstance(enc.get("model"), str) and Path(enc["model"]).expanduser().is_dir():
         enc["model_files"] = _files_stamp(Path(enc["model"]).expanduser())
     if isinstance(enc.get("checkpoint"), str) and Path(enc["checkpoint"]).expanduser().is_file():

@@ -10,15 +10,23 @@ estimate; callers fall back to defaults and `dry_run=true` prints "?".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
 from probe.solvers.memory import MemoryEstimate, backend_of, estimate
 
-# how many encoder widths each feature kind concatenates (probe/encoders/kinds.py)
-KIND_WIDTH = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5}
+# how many encoder widths each feature kind concatenates (probe/encoders/kinds.py); `projected`
+# has the projection's width, at most the encoder's in the CLIP-like towers (L/14: 768 of 1024)
+KIND_WIDTH = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5, "projected": 1}
+LAYER_SUFFIX = re.compile(r"\.l-?[0-9]+$")  # a layer kind (`cls+mean.l-2`) is as wide as its base
 CACHE_DTYPE_BYTES = 4  # cached features are float32 whatever the compute dtype
+
+
+def kind_width(kind: str) -> int:
+    """How many encoder widths `kind` concatenates (1 for a kind this table does not know)."""
+    return KIND_WIDTH.get(LAYER_SUFFIX.sub("", kind), 1)
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,13 @@ def run_size(run: DictConfig, *, gpu: bool = False) -> RunSize:
     if width is None:
         return RunSize(images=images, cache_bytes=None, probe=None)
     cached, probed = _kinds(run.encoder)
-    row = int(width) * sum(KIND_WIDTH.get(k, 1) for k in cached) * CACHE_DTYPE_BYTES
+    row = int(width) * sum(kind_width(k) for k in cached) * CACHE_DTYPE_BYTES
     cache = images * row if images is not None else None
     if sizes is None:
         return RunSize(images=images, cache_bytes=cache, probe=None)
     device = probe_device(run, gpu=gpu)
     est = estimate(backend=backend_of(run.probe.get("_target_")), n_train=sizes[0], n_val=sizes[1],
-                   n_test=sizes[2], dim=int(width) * KIND_WIDTH.get(probed, 1),
+                   n_test=sizes[2], dim=int(width) * kind_width(probed),
                    num_classes=int(run.dataset.num_classes), device=device,
                    chunk_mb=int(run.probe.get("chunk_mb", 1024)),
                    memory=int(run.probe.get("memory", 10)))  # fmt: skip
