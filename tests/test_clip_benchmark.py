@@ -5,6 +5,7 @@ search, one head's training, what it does without a val split, and the card's `e
 
 from __future__ import annotations
 
+import fakes
 import numpy as np
 import pytest
 import reference_heads as ref
@@ -118,3 +119,23 @@ def test_the_card_on_your_own_features(dirs, tmp_path) -> None:
     assert rec["encoder"] == "precomputed@l2@clip_benchmark" and rec["normalize"] == "l2"
     assert rec["protocol_features"] == "user" and rec["epochs"] == 10 and rec["lr"] == 0.1
     assert rec["path"].endswith("precomputed@l2@clip_benchmark/npz.sgd_linear.json")
+
+
+def test_the_card_on_a_clip_model_probes_its_projected_embedding(dirs, tmp_path, tiny) -> None:
+    """clip_b16 (a tiny stand-in) on an image folder with an official val split: the
+    projected, L2-normalised embedding, the peak search on val, the head on train + val."""
+    root = tmp_path / "folders"
+    for split, n in (("train", 6), ("val", 3), ("test", 2)):
+        for c in "abc":
+            for i in range(n):
+                fakes.write_image(root / split / c / f"{i}.png", 100 * len(split) + 10 * ord(c) + i,
+                                  "PNG")  # fmt: skip
+    over = [*dirs, "encoder=clip_b16", f"encoder.model={tiny['clip']}", "encoder.width=32",
+            "encoder.resolution=32", "dataset=imagefolder", f"dataset.root={root}", *CARD[:2],
+            "bootstrap.resamples=20"]  # fmt: skip
+    rec = run(compose_cfg(over))
+    assert rec["encoder"] == "clip_b16@projected@l2@clip_benchmark"
+    assert rec["feature"] == "projected" and rec["normalize"] == "l2"
+    assert (rec["n_train"], rec["n_val"], rec["protocol_features"]) == (18, 9, "card")
+    assert rec["lr"] == 0.1 and 7 <= len(rec["grid"]) <= 15
+    assert rec["final_fit"] == {"rows": "train+val", "head": "retrained at the chosen point"}
