@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import compose_cfg, config_names
 
+from probe.datasets.base import METRICS
+
 
 @pytest.mark.parametrize("name", config_names("encoder"))
 def test_encoder_config_composes(name: str) -> None:
@@ -17,7 +19,7 @@ def test_encoder_config_composes(name: str) -> None:
 def test_dataset_config_composes(name: str) -> None:
     cfg = compose_cfg([f"dataset={name}"])
     assert cfg.dataset.name == name
-    assert cfg.dataset.metric in ("top1", "mean_per_class", "map11")
+    assert cfg.dataset.metric in METRICS
     assert cfg.dataset.num_classes == "auto" or cfg.dataset.num_classes > 0  # npz: inferred
     assert cfg.dataset._target_.startswith("probe.datasets.")
 

@@ -155,7 +155,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "probe.linesearch_max_iter": Count(50),
     "probe.lbfgs_memory": Count(10),
     "probe.dtype": Choice(("float32", "float64")),
-    "dataset.metric": Choice(("top1", "mean_per_class", "map11")),
+    "dataset.metric": Choice(("top1", "mean_per_class", "map11", "roc_auc", "top1_top5_mean")),
     "dataset.num_classes": Count(auto=True),
     "dataset.val.source": Choice(("auto", "official", "carve")),
     "dataset.val.fraction": Real(0, 1, null=True, example=0.2),
