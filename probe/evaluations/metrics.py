@@ -2,7 +2,8 @@
 
 From one predicted class per image (`score`): top-1 and mean per-class accuracy. From a head's
 per-class scores (`SCORE_METRICS`, `score_outputs`), the two other single-label metrics of the
-CLIP paper's Table 9 (its "Evaluation metric" column):
+CLIP paper's Table 9 (Radford et al. 2021, arXiv:2103.00020v1, appendix A; its "Evaluation
+metric" column; docs/protocol.md, section 7):
 
 - `roc_auc` ("ROC AUC", Hateful Memes): a binary dataset's test images ranked by the positive
   class's decision value (label 1; `w_1 x + b_1 - (w_0 x + b_0)`, which ranks them as its
