@@ -13,6 +13,14 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 
+# Two xdist workers share the CI machine's two cores: one BLAS / OpenMP thread per worker (and
+# per `python -m probe` child, which inherits the environment). More threads only
+# oversubscribe the cores: with OpenBLAS's default of two, scipy's L-BFGS-B (the sklearn
+# backend) took 5x the CPU time for the same fits. Set before numpy or torch is imported;
+# a value already in the environment wins.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 
 def config_names(group: str) -> list[str]:
     """Every config file of a group: a new file is tested the moment it exists."""
