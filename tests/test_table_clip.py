@@ -113,6 +113,10 @@ def test_grid_runs_every_row_that_has_a_config(tmp_path: Path) -> None:
     missing = [d for d in DATASETS if d not in config_names("dataset")]
     if missing:  # the 15 new datasets' configs land from other branches
         pytest.skip(f"dataset configs not on this branch yet: {', '.join(missing)}")
+    # every encoder on one dataset and one encoder on every dataset: each config composes and
+    # files its result where the table looks (all 297 would cost a minute of composing)
+    first_enc, first_ds = runs[0][0], runs[0][1]
+    runs = [r for r in runs if r[0] == first_enc or r[1] == first_ds]
     resolved = resolve_runs(runs, results_dir=tmp_path)
     assert {(r.result.parent.name, r.result.stem) for r in resolved} == {
         (r[0].removeprefix("encoder="), r[1].removeprefix("dataset=")) for r in runs}  # fmt: skip
