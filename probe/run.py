@@ -34,6 +34,7 @@ from probe.features.cache import CacheEntry
 from probe.features.cached import probe_inputs
 from probe.features.distributed import Context, setup, teardown
 from probe.features.stage import build_dataset, cache_entries, ensure_features, pin_encoder
+from probe.features.tokens import check_request
 from probe.report.record import result_name, result_path
 from probe.solvers import memory
 
@@ -58,6 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     refuse_single_label(metric=str(cfg.dataset.get("metric", "top1")),  # before extraction
                         eval_name=str(cfg.eval.get("name", "linear")),
                         dataset=str(cfg.dataset.name))  # fmt: skip
+    check_request(cfg)  # the token cache: a model with tokens, a pool that divides, eval=attentive
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)
