@@ -73,7 +73,7 @@ def evaluate(
         "n_val": len(task.val[1]),
         "n_test": len(task.test[1]),
         "num_classes": task.num_classes,
-        "feature_dim": int(task.train[0].shape[1]),
+        "feature_dim": int(task.train[0].shape[-1]),  # the width (of each token, for tokens)
         "backend": outcome.backend,
         "device": task.device,
         "seconds": {"extract": 0.0, "probe": round(time.perf_counter() - start, 3)},

@@ -34,12 +34,17 @@ from probe.features.cache import CacheEntry
 from probe.features.cached import probe_inputs
 from probe.features.distributed import Context, setup, teardown
 from probe.features.stage import build_dataset, cache_entries, ensure_features, pin_encoder
-from probe.features.tokens import check_request
+from probe.features.tokens import check_request, prefix_tokens
 from probe.report.record import result_name, result_path
 from probe.solvers import memory
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "extract", "probe")
+TOKEN_KINDS = "tokens"  # the token cache's feature kinds (N x T x D) start with it
+NEEDS = {  # what an evaluation's `eval.input` needs of encoder.feature, and the fix
+    "tokens": "token features (N x T x D): set encoder.feature=tokens (the token cache)",
+    "pooled": "pooled features (N x D): use eval=attentive on tokens, or a pooled encoder.feature",
+}
 __all__ = ["build_dataset", "run", "probe_stage"]
 
 
@@ -59,7 +64,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     refuse_single_label(metric=str(cfg.dataset.get("metric", "top1")),  # before extraction
                         eval_name=str(cfg.eval.get("name", "linear")),
                         dataset=str(cfg.dataset.name))  # fmt: skip
-    check_request(cfg)  # the token cache: a model with tokens, a pool that divides, eval=attentive
+    check_eval_input(cfg)  # token features for eval=attentive, pooled for the others
+    check_request(cfg)  # the token cache: a model with tokens, a pool that divides the grid
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)
@@ -88,6 +94,21 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     return probe_stage(cfg, dataset, entries, device=device, dtype=dtype, weights=weights,
                        extract_seconds=extract_seconds, normalize=normalize)  # fmt: skip
+
+
+def check_eval_input(cfg: DictConfig) -> None:
+    """An evaluation on token features (`eval.input: tokens`, eval=attentive) needs a token
+    kind (`encoder.feature=tokens...`), and the others a pooled one: refused before any
+    extraction. Your own features (`encoder=precomputed`) are checked by their shape;
+    `stage=extract` fills any kind's cache, whatever `eval` says."""
+    takes = str(cfg.eval.get("input", "pooled"))
+    if cfg.encoder.get("user_features", False) or cfg.get("stage", "all") == "extract":
+        return
+    feature = str(cfg.encoder.get("feature") or "")
+    if (takes == "tokens") != feature.startswith(TOKEN_KINDS):
+        need = NEEDS.get(takes, NEEDS["pooled"])
+        raise ProbeError(f"eval={cfg.eval.get('name', 'linear')} needs {need} (encoder="
+                         f"{cfg.encoder.get('name')} gives feature={feature or None})")  # fmt: skip
 
 
 def check_memory(
@@ -160,7 +181,8 @@ def probe_stage(
                 metric=rules.metric or dataset.metric, device=device,
                 make_solver=lambda: make(cfg.probe, device=device),
                 bootstrap=bootstrap_options(cfg.get("bootstrap")),
-                strategy=rules.search, refit_on=rules.refit_on)  # fmt: skip
+                strategy=rules.search, refit_on=rules.refit_on,
+                prefix_tokens=prefix_tokens(entries["train"]))  # fmt: skip
     card = card_name(cfg)
     name = result_name(cfg.encoder, cfg.probe, protocol=card)
     record, outcome = evaluate(task, make(cfg.eval), name=cfg.eval.get("name", "linear"),

@@ -66,13 +66,16 @@ def test_every_card_composes_builds_and_cites_its_source(card: str) -> None:
     cfg = compose_cfg([f"protocol={card}"])
     assert cfg.protocol.name == card
     built = make(cfg.protocol.linear)
-    assert isinstance(built, Rules) and len(built.search.grid) >= 1
+    assert isinstance(built, Rules)
+    if "linear" in cfg.protocol.evals:  # a card of eval=linear names its C search
+        assert len(built.search.grid) >= 1
     assert card not in KINDS and card not in NORMALIZE_TAGS  # a result tag means one thing
     if card != "clip":
         src = cfg.protocol.sources
         assert src.repository and len(str(src.commit)) == 40
         text = (Path(__file__).parents[1] / "configs" / "protocol" / f"{card}.yaml").read_text()
-        assert text.count(" lines ") + text.count("# LR ") + text.count("# EX ") >= 2
+        cited = (" lines ", "# LR ", "# EX ", "# LP ", "# CLI ")
+        assert sum(text.count(c) for c in cited) >= 2
 
 
 def test_the_default_card_is_clip_and_fixes_nothing() -> None:

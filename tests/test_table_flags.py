@@ -70,8 +70,12 @@ SHIPPED = [(g, n) for g in GROUPS for n in config_names(g)] + [("top", "config")
 
 @functools.cache
 def keys_of(group: str, name: str) -> tuple[dict[str, Any], list[str]]:
-    # a card fixes an image encoder's keys: compose it over one (pixels has none to fix)
+    # a card fixes an image encoder's keys: compose it over one (pixels has none to fix),
+    # with an evaluation it defines (protocol=clip_benchmark: eval=sgd_linear only)
     image = ["encoder=dinov2_l14"] if group == "protocol" else []
+    if group == "protocol" and "linear" not in (evals := compose_cfg([f"protocol={name}"])
+                                                 .protocol.evals):  # fmt: skip
+        image.append(f"eval={evals[0]}")
     rec = record([] if group == "top" else [f"{group}={name}", *image])
     keys = leaves(rec["config"])
     mine = [k for k in keys if k.split(".")[0] not in GROUPS] if group == "top" else [

@@ -10,6 +10,10 @@ subsample of 10,000 queries against 256,000 rows (`--queries`, `--bank-rows`).
 
 Few-shot: the CIFAR-100-shaped synthetic problem of the solver bench (50,000 x 1,024 x 100,
 20% carved for validation, 10,000 test), every shot count and seed with the torch backend.
+
+Attentive: 20 heads trained together against one head trained alone on a token cache
+subsample (`probe.bench.attentive`: by default 5,000 x 64 tokens x 384, 100 classes), and
+whether the heads trained together equal the same heads trained alone.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ks", default="10,20,100,200")
     ap.add_argument("--shots", default="1,2,4,8,16")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--skip", choices=("knn", "fewshot"), default=None)
+    ap.add_argument("--skip", choices=("knn", "fewshot", "attentive"), action="append",
+                    default=[], help="leave one out (repeatable)")  # fmt: skip
+    ap.add_argument("--rows", type=int, default=None, help="attentive: CPU default 5,000")
+    ap.add_argument("--tokens", type=int, default=64, help="attentive: tokens a row")
+    ap.add_argument("--token-dim", type=int, default=384, help="attentive: token width")
+    ap.add_argument("--token-classes", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=1, help="attentive: epochs of each training")
+    ap.add_argument("--batch", type=int, default=256, help="attentive: batch size")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--dir", type=Path, default=None, help="where the synthetic .npy go")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return ap.parse_args(argv)
@@ -135,19 +147,28 @@ def main(argv: list[str]) -> int:
 
     args = parse(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"device": device}
-    if args.skip != "knn":
+    if "knn" not in args.skip:
         k = out["knn"] = bench_knn(args, device)
         print(f"k-NN on {device}: {k['queries']:,} queries x {k['bank_rows']:,} bank rows x "
               f"{k['dim']} ({k['classes']} classes), k={args.ks}: {k['seconds']:.1f} s; peak "
               f"RSS {k['peak_mib']:.0f} MiB, {k['search_mib']:.0f} MiB of it for the search "
               f"({k['peak_before_mib']:.0f} MiB before it) with a {k['bank_mib']:.0f} MiB bank "
               "on disk")  # fmt: skip
-    if args.skip != "fewshot":
+    if "fewshot" not in args.skip:
         f = out["fewshot"] = bench_fewshot(args, device)
         print(f"few-shot on {device}: {f['shape']}, shots {f['shots']} x {f['seeds']} seeds "
               f"({f['searches']} searches): {f['seconds']:.1f} s; mean top-1 by k "
               f"{f['mean']}")  # fmt: skip
+    if "attentive" not in args.skip:
+        from probe.bench.attentive import bench_attentive, report
+
+        out["attentive"] = bench_attentive(args, device)
+        print(report(out["attentive"], device))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU, one go: extraction throughput of both MLCD shapes (random weights, no download)
-# plus the solver bench. Prints each number and keeps them as JSON under $OUT.
+# plus the solver bench and the attentive probe's. Prints each number and keeps them as JSON under $OUT.
 #   bash probe/bench/gpu_check.sh                    # on a GPU node, from the repo root
 #   OUT=/tmp/bench N_IMAGES=8192 bash probe/bench/gpu_check.sh
 set -uo pipefail
@@ -18,6 +18,11 @@ python -m probe.bench extract encoder=mlcd_bigg14_336 --shape mlcd_bigg14_336 --
     --n-images "$N_IMAGES" --images "$OUT/jpegs" --json "$OUT/extract_mlcd_bigg14_336.json" \
     || status=1
 python -m probe.bench solvers 2>&1 | tee "$OUT/solvers.txt" || status=1
+# eval=attentive: 20 heads together against one alone, on an ImageNet-shaped token subsample
+# (ViT-L/14 at 224 px: 257 tokens x 1,024, 1,000 classes; 16,384 rows, 8.6 GB of float16)
+python -m probe.bench evals --skip knn --skip fewshot --rows 16384 --tokens 257 \
+    --token-dim 1024 --token-classes 1000 --batch 1024 --epochs 1 \
+    --json "$OUT/attentive.json" 2>&1 | tee "$OUT/attentive.txt" || status=1
 python - "$OUT" <<'PY'
 import json, pathlib, sys
 rows = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("extract_*.json"))]

@@ -1,8 +1,9 @@
 """A protocol card applied to a composed run config, before anything is built.
 
 A card (`configs/protocol/NAME.yaml`, chosen with `protocol=NAME`) fixes what a paper's number
-depends on. Its `encoder:` block (feature kind, resolution, evaluation transform) and its
-`probe:` block (the solver's stopping rule) replace those keys of the run's config here, so
+depends on. Its `encoder:` block (feature kind, resolution, evaluation transform), its
+`probe:` block (the solver's stopping rule) and its `eval:` block (a trained head's settings:
+lr, weight decay, epochs, batch size, search) replace those keys of the run's config here, so
 the feature cache, the result's recorded config and every later composition of the same
 overrides (`python -m probe.grid`, the tables' flags) see one and the same config. Its
 `linear:` block (val rule, search, refit, metric) is built by the probe stage
@@ -30,8 +31,9 @@ def card_name(cfg: Any) -> str:
 
 
 def apply_card(cfg: DictConfig) -> DictConfig:
-    """`cfg` with the card's encoder and probe keys in place, after checking that the card can
-    apply: its evaluations include the run's, and an image encoder has every key it fixes.
+    """`cfg` with the card's encoder, probe and eval keys in place, after checking that the
+    card can apply: its evaluations include the run's, and an image encoder has every key it
+    fixes.
 
     Idempotent: a config the card was applied to comes back equal. On features the user brings
     (`encoder.user_features: true`, `encoder=precomputed`) the encoder block is not applied;
@@ -47,8 +49,8 @@ def apply_card(cfg: DictConfig) -> DictConfig:
             f"protocol={name} defines eval={'|'.join(evals)} only, not eval={evaluation}; "
             f"run eval={evaluation} under protocol={DEFAULT} (the default)"
         )
-    fixed, solver = _block(card, "encoder"), _block(card, "probe")
-    if not fixed and not solver:
+    fixed, solver, trainer = _block(card, "encoder"), _block(card, "probe"), _block(card, "eval")
+    if not fixed and not solver and not trainer:
         return cfg
     out = cfg.copy()
     with open_dict(out):
@@ -58,6 +60,8 @@ def apply_card(cfg: DictConfig) -> DictConfig:
                 out.encoder[key] = value  # replaced whole (a transform is never half a card's)
         for key, value in solver.items():
             out.probe[key] = value
+        for key, value in trainer.items():  # the trainer's settings (eval=sgd_linear's lr, ...)
+            out.eval[key] = value
     return out
 
 

@@ -67,6 +67,28 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """A non-empty list of finite numbers above `low` (at or above it with `closed`), or a
+    `_target_` node that builds one (`numpy.logspace`), checked once built."""
+
+    low: float
+    closed: bool = False
+    example: str = "[0.001,0.002]"
+
+    def __call__(self, key: str, value: Any) -> None:
+        if isinstance(value, dict) and "_target_" in value:
+            return
+        ok = isinstance(value, (list, tuple)) and value and all(
+            _is_real(v) and v == v and abs(v) != float("inf")
+            and (v >= self.low if self.closed else v > self.low) for v in value
+        )  # fmt: skip
+        if not ok:
+            bound = f"{'>=' if self.closed else '>'} {self.low:g}"
+            raise ProbeError(f"{key}={_shown(value)} must be a non-empty list of numbers "
+                             f"{bound}, e.g. {key}={self.example}")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Integer:
     """Any whole number (a seed)."""
 
@@ -138,7 +160,24 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "bootstrap.resamples": Count(1000),
     "bootstrap.level": Real(0, 1, example=0.95),
     "bootstrap.seed": Integer(),
-    "eval.name": Choice(("linear", "knn", "fewshot")),
+    "eval.name": Choice(("linear", "knn", "fewshot", "attentive", "sgd_linear")),
+    "eval.input": Choice(("pooled", "tokens")),
+    "eval.lrs": Grid(0, example="[0.0005,0.001]"),
+    "eval.wds": Grid(0, closed=True, example="[0.001,0.004]"),
+    "eval.epochs": Count(20),
+    "eval.batch_size": Count(1024),
+    "eval.warmup_epochs": Real(0, closed=True, example=5),
+    "eval.start_lr": Real(0, null=True, example=0.0002),
+    "eval.final_lr": Real(0, closed=True, example=0.0),
+    "eval.first_step": Choice((0, 1)),
+    "eval.seed": Integer(),
+    "eval.pooler": Choice(("vjepa2", "aim")),
+    "eval.queries": Count(1),
+    "eval.heads": Count(null=True),
+    "eval.mlp_ratio": Real(0, example=4.0),
+    "eval.prefix": Choice(("drop", "keep")),
+    "eval.wd_without_val": Real(0, closed=True, null=True, example=0.0),
+    "eval.buffer_mb": Real(0, example=2048),
     "eval.k": Counts("[10,20,100,200]"),
     "eval.temperature": Real(0, example=0.07),
     "eval.query_chunk": Count(4096),

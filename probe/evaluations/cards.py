@@ -16,6 +16,10 @@ The val rules take the dataset's facts and its cached source splits and return t
   a `torch.Generator` seeded 0 permutes the rows; per class, in that order, the first
   max(1, int(0.1 * n_c)) rows choose C (none for a class of one).
 - `train_only`: no val at all (a fixed C, as deepglint/unicom's example fits one C on train).
+- `official_val_or_train_only`: CLIP_benchmark's linear probe (LAION-AI/CLIP_benchmark
+  `clip_benchmark/cli.py` lines 348-360 at 48de38c): the dataset's official val split when
+  it has one (`--val_split`), else no val at all (its default: neither `--val_split` nor
+  `--val_proportion`), where `linear_probe.py` lines 286-288 train on train at weight decay 0.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from probe.core.errors import ProbeError
 from probe.core.rows import Rows
 from probe.datasets.base import DatasetFacts
 from probe.evaluations.search import Strategy
+from probe.evaluations.splits import protocol_splits
 
 Pair = tuple[np.ndarray | Rows, np.ndarray]
 Splits = Callable[[DatasetFacts, dict[str, Pair]], tuple[Pair, Pair, Pair]]
@@ -41,7 +46,7 @@ class Rules:
     """What a card fixes of the linear probe (see the module docstring)."""
 
     splits: Splits
-    search: Strategy
+    search: Strategy | None = None  # the C search of eval=linear (None: a card without it)
     refit_on: str = "train+val"  # the rows of the final fit: train + val, or train alone
     metric: str | None = None  # None: the dataset's own metric
 
@@ -114,3 +119,12 @@ def train_only(dataset: DatasetFacts, feats: dict[str, Pair], **_: Any) -> tuple
     X, y = feats["train"]
     y = np.asarray(y)
     return (Rows.of(X), y), (Rows.of(X, np.zeros(0, np.int64)), y[:0]), _test(feats)
+
+
+def official_val_or_train_only(
+    dataset: DatasetFacts, feats: dict[str, Pair], **_: Any
+) -> tuple[Pair, Pair, Pair]:
+    """The official val split if the dataset has one, else train alone and an empty val."""
+    if dataset.val.source == "official":
+        return protocol_splits(dataset, feats)
+    return train_only(dataset, feats)

@@ -109,11 +109,16 @@ def check_magnitude(X: Any, *, split: str, eval_name: str) -> float:
 
 
 def largest(X: Any) -> float:
-    """max |x| over every row (NaN if any is NaN), read in blocks of `BLOCK` rows."""
-    rows = Rows.of(X)
+    """max |x| over every row (NaN if any is NaN), read in blocks of `BLOCK` rows; token
+    features (N x T x D) in blocks of about `BLOCK` x 1,024 values, in their own dtype."""
+    if np.ndim(X) > 2:
+        step = max(1, BLOCK * 1024 // int(np.prod(X.shape[1:])))
+        blocks = (np.asarray(X[s : s + step]) for s in range(0, len(X), step))
+    else:
+        rows = Rows.of(X)
+        blocks = (rows.read(s, s + BLOCK) for s in range(0, len(rows), BLOCK))
     top = 0.0
-    for s in range(0, len(rows), BLOCK):
-        block = rows.read(s, s + BLOCK)
+    for block in blocks:
         if block.size:
             here = float(np.max(np.abs(block)))
             if not np.isfinite(here):

@@ -1,8 +1,9 @@
 """What an evaluation hands back to the pipeline, and the bootstrap settings it is given.
 
-Every evaluation (`configs/eval/*.yaml`: linear, fewshot, knn) is a function called with the
-protocol's train / val / test arrays and the task; it returns an `Outcome`: the fields of
-its result record, and for the linear probe the head and test outputs to save beside it.
+Every evaluation (`configs/eval/*.yaml`: linear, fewshot, knn, attentive, sgd_linear) is a
+function called with the protocol's train / val / test arrays and the task; it returns an
+`Outcome`: the fields of its result record, and for the evaluations with a head (linear,
+attentive, sgd_linear) the head and test outputs to save beside it.
 The pipeline (`probe.run`) adds the provenance every result carries and writes the files.
 """
 
@@ -22,9 +23,9 @@ Pair = tuple[np.ndarray, np.ndarray]
 
 @dataclass
 class Outcome:
-    eval: str  # the config's name: linear | fewshot | knn
+    eval: str  # the config's name: linear | fewshot | knn | attentive | sgd_linear
     fields: dict[str, Any]
-    head: dict[str, Any] | None = None  # coef, intercept, C and the test outputs (linear)
+    head: dict[str, Any] | None = None  # its arrays (linear: coef, intercept, C) and outputs
     backend: str | None = None  # the solver that fitted it (None for k-NN)
 
 
@@ -44,6 +45,9 @@ class Task:
     # and the rows of the final fit (`linear.REFIT_RULES`)
     strategy: Any = None
     refit_on: str = "train+val"
+    # token features (N x T x D): how many leading tokens of a row are prefix tokens (class,
+    # registers), which `eval=attentive` leaves out by default; 0 for pooled features
+    prefix_tokens: int = 0
 
 
 def bootstrap_options(cfg: Any) -> dict[str, Any]:

@@ -122,4 +122,52 @@ def clip_binary(
                       steps=tuple(int(s) for s in steps))  # fmt: skip
 
 
-Strategy = ClipBinary | Sweep | Fixed
+@dataclass(frozen=True)
+class ClipBenchmarkPeak:
+    """CLIP_benchmark's weight-decay search (LAION-AI/CLIP_benchmark @ 48de38c,
+    `clip_benchmark/metrics/linear_probe.py` lines 128-139 and 266-278): `find_peak` over the
+    `initial` indices, then over [peak - span, peak, peak + span] (clipped to the grid) with
+    span 8, 4, 2, 1. `find_peak` keeps the first strictly better score in the order asked,
+    starting from index 0 at score 0: ties go to the left point (the smaller weight decay),
+    and if no point scores above 0 the choice is index 0."""
+
+    grid: np.ndarray
+    initial: tuple[int, ...]
+    span: int = 8
+    name: str = "clip_benchmark_peak"
+
+    @property
+    def most_fits(self) -> int:
+        return len(self.initial) + 2 * max(0, int(self.span).bit_length())
+
+    def choose(self, score_at: ScoreAt) -> int:
+        peak = self._find_peak(list(self.initial), score_at)
+        span = int(self.span)
+        while span > 0:
+            left, right = max(peak - span, 0), min(peak + span, len(self.grid) - 1)
+            peak = self._find_peak([left, peak, right], score_at)
+            span //= 2
+        return peak
+
+    @staticmethod
+    def _find_peak(points: list[int], score_at: ScoreAt) -> int:
+        scores = score_at(points)
+        best, top = 0, 0.0
+        for k in points:
+            if top < scores[k]:
+                best, top = k, scores[k]
+        return best
+
+
+def clip_benchmark_peak(
+    *, grid: Sequence[float], initial: Sequence[float], span: int = 8
+) -> ClipBenchmarkPeak:
+    """The search on `grid` (`wd_list`, line 269) from the indices of the values of `initial`
+    found in it by exact equality (`wd_init_idx`, lines 270-271: `val in wd_list_init`)."""
+    values = np.asarray(grid, dtype=np.float64)
+    wanted = set(np.asarray(initial, dtype=np.float64).tolist())
+    first = tuple(i for i, v in enumerate(values.tolist()) if v in wanted)
+    return ClipBenchmarkPeak(grid=values, initial=first, span=int(span))
+
+
+Strategy = ClipBinary | Sweep | Fixed | ClipBenchmarkPeak

@@ -8,11 +8,11 @@ of a block, N x T x D float16 (`probe/features/layout.py`). Refused in one line 
   refused when its model is built, which is the first the harness knows of it);
 - `encoder.token_pool` without a token kind, or one that does not divide the patch grid the
   config's `resolution // patch_size` makes (configs without them: when the model is built);
-- a probed token kind with an evaluation that takes pooled N x D features (eval=linear, knn,
-  fewshot; `eval.input` is not `tokens`): the token cache is read by eval=attentive;
 - `probe.normalize=l2` on tokens (an attentive head normalises its tokens itself).
 
-`stage=extract` fills the token cache whatever `eval` says.
+A probed token kind with an evaluation that takes pooled N x D features (eval=linear, knn,
+fewshot), or eval=attentive on a pooled kind, is refused just before, by `run.check_eval_input`
+(`eval.input`); `stage=extract` fills the token cache whatever `eval` says.
 """
 
 from __future__ import annotations
@@ -58,16 +58,8 @@ def check_request(cfg: Any) -> None:
     grid = config_grid(enc)
     if grid is not None:
         check_pool(pool, grid, model=f"encoder={enc.get('name')} at {enc.get('resolution')} px")
-    probed = enc.get("feature")
-    if cfg.get("stage", "all") == "extract" or not is_token_kind(probed):
+    if cfg.get("stage", "all") == "extract" or not is_token_kind(enc.get("feature")):
         return
-    name = cfg.eval.get("name", "linear")
-    if str(cfg.eval.get("input", "pooled")) != "tokens":
-        raise ProbeError(
-            f"encoder.feature={probed} gives N x T x D tokens but eval={name} takes pooled N x D "
-            f"features: use eval={TOKEN_EVAL}, or a pooled kind (encoder.feature=cls, mean, "
-            "...); stage=extract fills the token cache alone"
-        )
     normalize = (cfg.get("probe") or {}).get("normalize") or "none"
     if normalize != "none":
         raise ProbeError(

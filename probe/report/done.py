@@ -3,11 +3,12 @@
 A result is done when the file at `{results_dir}/{encoder}/{dataset}[.EVAL].json` is a whole,
 readable record of that very run: a JSON object, with every field a run writes
 (`record.REQUIRED_FIELDS` and its evaluation's `REQUIRED_BY_EVAL`), naming the encoder,
-dataset and evaluation its path names, and, for a linear result, with the head `.npz` beside it
-whose SHA-256 the record names. Anything less (an empty or truncated copy, a copy moved under
-another name, a head from another run) is not done: `python -m probe.grid` schedules the run
-again, `slurm/probe_array.sbatch` reruns it instead of skipping it, and the tables list the file
-with the command that remakes it, so what a table calls missing can always be refilled.
+dataset and evaluation its path names, and, for an evaluation with a head (linear, attentive,
+sgd_linear), with the head `.npz` beside it whose SHA-256 the record names. Anything less (an
+empty or truncated copy, a copy moved under another name, a head from another run) is not
+done: `python -m probe.grid` schedules the run again, `slurm/probe_array.sbatch` reruns it
+instead of skipping it, and the tables list the file with the command that remakes it, so what
+a table calls missing can always be refilled.
 
 `python -m probe.report.done RESULT` exits 0 when RESULT is done and 1, saying why, when it is
 not (the SLURM script's test).
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.report.heads import head_path
-from probe.report.record import LINEAR, REQUIRED_BY_EVAL, REQUIRED_FIELDS, result_path
+from probe.report.record import REQUIRED_BY_EVAL, REQUIRED_FIELDS, result_path
 
 KEYS = ("encoder", "dataset", "eval")
 
@@ -56,7 +57,7 @@ def problem(path: Path, record: dict[str, Any]) -> str | None:
     misplaced = placement(path, record)
     if misplaced:
         return misplaced
-    return head_problem(path, record) if evaluation == LINEAR else None
+    return head_problem(path, record) if "head" in REQUIRED_BY_EVAL[evaluation] else None
 
 
 def placement(path: Path, record: dict[str, Any]) -> str | None:
@@ -75,7 +76,7 @@ def placement(path: Path, record: dict[str, Any]) -> str | None:
 
 
 def head_problem(path: Path, record: dict[str, Any]) -> str | None:
-    """The head beside a linear result must be the one its record names (SHA-256)."""
+    """The head beside a result must be the one its record names (SHA-256)."""
     head = record.get("head")
     want = head.get("sha256") if isinstance(head, dict) else None
     if not isinstance(want, str):

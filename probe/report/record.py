@@ -30,6 +30,10 @@ REQUIRED_BY_EVAL = {
     LINEAR: ("score", "score_ci", "top5", "head", "C", "search", "backend"),
     "fewshot": ("by_k", "backend"),
     "knn": ("score", "score_ci", "k", "val_score_by_k", "test_score_by_k", "temperature"),
+    # trained heads (probe.evaluations.attentive): the chosen lr and wd, every grid point's val
+    # score, and the head with the test outputs beside the result, as the linear probe's
+    "attentive": ("score", "score_ci", "top5", "head", "lr", "wd", "grid", "epochs", "seed"),
+    "sgd_linear": ("score", "score_ci", "top5", "head", "lr", "wd", "grid", "epochs", "seed"),
 }
 
 

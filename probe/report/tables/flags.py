@@ -166,9 +166,14 @@ def _tags(record: dict[str, Any]) -> list[str]:
     return name_overrides(name)[1:] if isinstance(name, str) else []
 
 
+# nothing fitted to a convergence rule: k-NN's neighbours vote; a trained head
+# (eval=attentive, sgd_linear) runs its fixed schedule of epochs
+NO_CERTIFICATE = ("knn", "attentive", "sgd_linear")
+
+
 def _convergence(record: dict[str, Any]) -> list[str]:
     evaluation = record.get("eval", LINEAR)
-    if evaluation == "knn":  # nothing is fitted: the neighbours vote
+    if evaluation in NO_CERTIFICATE:
         return []
     if evaluation == "fewshot":
         by_k = record.get("by_k") if isinstance(record.get("by_k"), dict) else {}
