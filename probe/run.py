@@ -64,8 +64,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     refuse_single_label(metric=str(cfg.dataset.get("metric", "top1")),  # before extraction
                         eval_name=str(cfg.eval.get("name", "linear")),
                         dataset=str(cfg.dataset.name))  # fmt: skip
-    check_eval_input(cfg)  # token features for eval=attentive, pooled for the others
     check_request(cfg)  # the token cache: a model with tokens, a pool that divides the grid
+    check_eval_input(cfg)  # token features for eval=attentive, pooled for the others
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
     dtype = compute_dtype(cfg.encoder, device)

@@ -27,6 +27,14 @@ from probe.features.layout import Layout, layouts
 GB = 1e9
 
 
+def size_text(n: int) -> str:
+    """Bytes as GB, MB or kB (decimal, as disks are sold), one decimal."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.1f} kB"
+
+
 def free_space(cache_dir: str | Path) -> tuple[int, Path]:
     """(free bytes, the directory measured): `cache_dir`, or its nearest existing parent when
     it is not made yet (the file system it will be made on)."""
@@ -61,14 +69,14 @@ def refuse_if_full(
     need = need_at(current)
     if need <= free:
         return
-    head = (f"{what} needs {need / GB:.1f} GB but the file system of cache_dir={cache_dir} "
-            f"({where}) has {free / GB:.1f} GB free (shutil.disk_usage)")  # fmt: skip
+    head = (f"{what} needs {size_text(need)} but the file system of cache_dir={cache_dir} "
+            f"({where}) has {size_text(free)} free (shutil.disk_usage)")  # fmt: skip
     side = pool_that_fits(need_at, free=free, grid=grid, current=current) if grid else None
     if side is not None:
-        raise ProbeError(f"{head}; set encoder.token_pool={side} ({need_at(side) / GB:.1f} GB: "
+        raise ProbeError(f"{head}; set encoder.token_pool={side} ({size_text(need_at(side))}: "
                          f"{side} x {side} patch tokens an image), or free space, or set "
                          "cache_dir to a larger file system")  # fmt: skip
-    tail = f"even encoder.token_pool=1 needs {need_at(1) / GB:.1f} GB; " if grid else ""
+    tail = f"even encoder.token_pool=1 needs {size_text(need_at(1))}; " if grid else ""
     raise ProbeError(f"{head}; {tail}free space, or set cache_dir to a larger file system")
 
 

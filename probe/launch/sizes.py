@@ -151,7 +151,7 @@ def token_space_lines(runs: list[DictConfig]) -> list[str]:
     free space of its file system, and the `encoder.token_pool` that would fit
     (`probe.features.space.refuse_if_full`, the check a run makes before extracting)."""
     from probe.core.errors import ProbeError
-    from probe.features.space import GB, free_space, refuse_if_full
+    from probe.features.space import free_space, refuse_if_full, size_text
 
     by_dir: dict[str, dict[tuple, tuple[DictConfig, str]]] = {}
     for cfg in runs:
@@ -180,8 +180,8 @@ def token_space_lines(runs: list[DictConfig]) -> list[str]:
             lines.append(f"does not fit: {err}")
             continue
         free, where = free_space(cache_dir)
-        lines.append(f"token cache: {need_at(current) / GB:.1f} GB{unknown} under cache_dir="
-                     f"{cache_dir} ({where}: {free / GB:.1f} GB free): fits")  # fmt: skip
+        lines.append(f"token cache: {size_text(need_at(current))}{unknown} under cache_dir="
+                     f"{cache_dir} ({where}: {size_text(free)} free): fits")  # fmt: skip
     return lines
 
 
