@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from probe.encoders.tokens import STORE_BYTES, is_token_kind, stored_tokens
+from probe.core.tokens import STORE_BYTES, is_token_kind, stored_tokens
 from probe.solvers.memory import MemoryEstimate, backend_of, estimate
 
 # how many encoder widths each feature kind concatenates (probe/encoders/kinds.py); `projected`
@@ -151,7 +151,7 @@ def token_space_lines(runs: list[DictConfig]) -> list[str]:
     free space of its file system, and the `encoder.token_pool` that would fit
     (`probe.features.space.refuse_if_full`, the check a run makes before extracting)."""
     from probe.core.errors import ProbeError
-    from probe.features.space import free_space, refuse_if_full, size_text
+    from probe.core.space import free_space, refuse_if_full, size_text
 
     by_dir: dict[str, dict[tuple, tuple[DictConfig, str]]] = {}
     for cfg in runs:

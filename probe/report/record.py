@@ -15,6 +15,7 @@ from typing import Any
 from probe import __version__
 from probe.core.io import write_json_atomic
 from probe.core.paths import config_dir
+from probe.core.tokens import is_token_kind
 
 DEFAULT_FEATURE = "pooler_output"
 DEFAULT_PROTOCOL = "clip"
@@ -60,7 +61,7 @@ def result_name(encoder: Any, probe: Any, *, protocol: str | None = None) -> str
     if feature and feature != DEFAULT_FEATURE:
         name += f"@{feature}"
     pool = encoder.get("token_pool")
-    if pool is not None and str(feature).startswith("tokens"):
+    if pool is not None and is_token_kind(feature):
         name += f"@pool{pool}"
     normalize = (probe or {}).get("normalize") or "none"
     if normalize != "none":
