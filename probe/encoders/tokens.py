@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from probe.core.tokens import (  # noqa: F401 - the encoders' names for them
+    STORE_BYTES,
     STORE_DTYPE,
     TOKENS,
     check_pool,

@@ -18,9 +18,11 @@ import torch
 
 from probe.core.errors import ProbeError
 from probe.encoders.base import Encoder
-from probe.encoders.tokens import STORE_DTYPE, patch_grid, pool_tokens
+from probe.encoders.tokens import STORE_BYTES, STORE_DTYPE, patch_grid, pool_tokens
+from probe.features.batching import AdaptiveEmbed
 
 POOLED_DTYPE = "float32"
+POOLED_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,14 @@ class Layout:
 
     @property
     def row_bytes(self) -> int:
-        return self.values * (2 if self.dtype == STORE_DTYPE else 4)
+        return self.values * (STORE_BYTES if self.dtype == STORE_DTYPE else POOLED_BYTES)
 
     def bytes_at(self, pool: int | None) -> int:
-        """A row's bytes were the patch grid pooled to `pool` (None: not pooled)."""
+        """A row's bytes if the patch grid were pooled to `pool` (None: not pooled)."""
         if self.tokens is None:
             return self.row_bytes
         side = self.tokens["patch_grid"][0] if pool is None else int(pool)
-        return (self.tokens["prefix"] + side * side) * self.shape[-1] * 2
+        return (self.tokens["prefix"] + side * side) * self.shape[-1] * STORE_BYTES
 
     def key(self, n: int) -> dict[str, Any]:
         """The extraction key's (and meta.json's) fields for this layout: none for a pooled
@@ -59,7 +61,7 @@ class Layout:
 def layouts(encoder: Encoder, sample: torch.Tensor, *, desc: str) -> dict[str, Layout]:
     """Kind -> its row, from one transformed sample (C x H x W) through the encoder; a token
     pool that does not divide the patch grid is refused here, before any row is written."""
-    out = encoder.embed_kinds(sample.unsqueeze(0), pool=False)
+    out = AdaptiveEmbed(encoder, desc=desc, by_kind=True, pool=False)(sample.unsqueeze(0))
     found = {}
     for kind, feats in out.items():
         if feats.ndim == 2:
