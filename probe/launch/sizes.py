@@ -25,7 +25,9 @@ from probe.solvers.memory import MemoryEstimate, backend_of, estimate
 
 # how many encoder widths each feature kind concatenates (probe/encoders/kinds.py); `projected`
 # has the projection's width, at most the encoder's in the CLIP-like towers (L/14: 768 of 1024)
-KIND_WIDTH = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5, "projected": 1}
+# `tokens` is one width a token (`row_bytes` counts its T tokens, in float16)
+KIND_WIDTH = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5, "projected": 1,
+              "tokens": 1}  # fmt: skip
 LAYER_SUFFIX = re.compile(r"\.l-?[0-9]+$")  # a layer kind (`cls+mean.l-2`) is as wide as its base
 CACHE_DTYPE_BYTES = 4  # cached features are float32 whatever the compute dtype
 
