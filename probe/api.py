@@ -29,10 +29,12 @@ from probe.core import preempt
 from probe.core.device import resolve_device
 from probe.core.names import check_run_names
 from probe.core.rows import Rows
+from probe.datasets.base import check_metric_classes
 from probe.datasets.splits import stratified_holdout
 from probe.evaluations import fewshot, knn, linear
 from probe.evaluations.estimator import LinearProbe
 from probe.evaluations.inputs import check_inputs
+from probe.evaluations.metrics import refuse_score_metric
 from probe.evaluations.multilabel import refuse_single_label
 from probe.evaluations.outcome import Outcome, Task, bootstrap_options
 from probe.report.heads import write_head
@@ -59,6 +61,8 @@ def evaluate(
     the fields every result has, whoever made the arrays. `protocol`: the card whose rules
     the task carries (`configs/protocol/`; the Python API runs the CLIP paper's)."""
     refuse_single_label(metric=task.metric, eval_name=name, dataset=dataset)
+    refuse_score_metric(metric=task.metric, eval_name=name, dataset=dataset)
+    check_metric_classes(dataset=dataset, metric=task.metric, num_classes=task.num_classes)
     check_inputs(task.train, task.val, task.test, eval_name=name)
     start = time.perf_counter()
     outcome = evaluation(task)

@@ -25,6 +25,7 @@ from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
 from probe.encoders.kinds import KindUnavailable
 from probe.evaluations.cards import Rules
+from probe.evaluations.metrics import refuse_score_metric
 from probe.evaluations.multilabel import refuse_single_label
 from probe.evaluations.normalize import check_normalize, normalize_rows
 from probe.evaluations.outcome import Task, bootstrap_options
@@ -61,9 +62,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     cfg = apply_card(cfg)  # the protocol card's encoder and solver keys, before anything else
     params.check(cfg)  # every count, switch and choice of the line, before anything is built
     check_run_names(cfg)  # before anything is written: names become folders (core/names.py)
-    refuse_single_label(metric=str(cfg.dataset.get("metric", "top1")),  # before extraction
-                        eval_name=str(cfg.eval.get("name", "linear")),
-                        dataset=str(cfg.dataset.name))  # fmt: skip
+    asked = {"metric": str(cfg.dataset.get("metric", "top1")), "dataset": str(cfg.dataset.name),
+             "eval_name": str(cfg.eval.get("name", "linear"))}  # fmt: skip
+    for refuse in (refuse_single_label, refuse_score_metric):  # before extraction
+        refuse(**asked)
     check_request(cfg)  # the token cache: a model with tokens, a pool that divides the grid
     check_eval_input(cfg)  # token features for eval=attentive, pooled for the others
     normalize = check_normalize(cfg.probe.get("normalize"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,14 @@ from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
+
+# Two xdist workers share the CI machine's two cores: one BLAS / OpenMP thread per worker (and
+# per `python -m probe` child, which inherits the environment). More threads only
+# oversubscribe the cores: with OpenBLAS's default of two, scipy's L-BFGS-B (the sklearn
+# backend) took 5x the CPU time for the same fits. Set before numpy or torch is imported;
+# a value already in the environment wins.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 def config_names(group: str) -> list[str]:
@@ -56,6 +65,31 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None):
         [sys.executable, "-m", "probe", *args],
         capture_output=True, text=True, cwd=cwd or REPO, env=full_env, timeout=600,
     )  # fmt: skip
+
+
+def run_main(overrides: list[str]):
+    """The body of `python -m probe` (`probe.__main__.main`, through Hydra's cfg passthrough)
+    in this process, on the config Hydra composes from `overrides`: what the command line runs
+    once Hydra has made its run folder, without a fresh interpreter's 4 s of imports. Its
+    summary line is logged to `probe`; a ProbeError ends it as on the command line, one logged
+    line and SystemExit(2) (`probe.core.errors.exit_on_probe_error`)."""
+    from probe.__main__ import main
+
+    return main(compose_cfg(overrides))
+
+
+def main_refuses(overrides: list[str], caplog) -> str:
+    """`run_main(overrides)` ends with exit status 2 after exactly one ERROR record, without a
+    traceback; that record's one line (what the command line prints after its timestamp)."""
+    caplog.clear()
+    with pytest.raises(SystemExit) as stop:
+        run_main(overrides)
+    assert stop.value.code == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None, [r.getMessage() for r in errors]
+    line = errors[0].getMessage()
+    assert "\n" not in line and "Traceback" not in line
+    return line
 
 
 def run_cli_without(package: str, args: list[str], cwd: Path):

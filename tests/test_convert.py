@@ -19,6 +19,8 @@ from probe.encoders.mlcd_convert import ConversionError
 FIXTURES = REPO / "tests" / "fixtures"  # see tests/fixtures/README.md
 CHECKPOINT = FIXTURES / "mlcd_rope2d_tiny.pt"
 EXPECTED = FIXTURES / "mlcd_rope2d_tiny_expected.pt"
+# one worker runs the module (pytest -n): `converted`, a real `python -m probe.convert`, once
+pytestmark = pytest.mark.xdist_group("convert")
 
 
 def run_convert(*args: str) -> subprocess.CompletedProcess:
@@ -170,10 +172,13 @@ def test_works_as_hf_encoder_through_the_pipeline(converted: Path, tmp_path: Pat
     np.testing.assert_allclose(feats, want, atol=1e-5, rtol=0)
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    proc = run_convert(*flags(tmp_path / "nope.pt", tmp_path / "out"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"--checkpoint_path {tmp_path / 'nope.pt'} does not exist" in proc.stderr
+def test_missing_file(tmp_path: Path, capsys) -> None:
+    """`python -m probe.convert`'s main in-process (the `converted` fixture runs the command)."""
+    from probe.convert import main
+
+    assert main(flags(tmp_path / "nope.pt", tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert f"--checkpoint_path {tmp_path / 'nope.pt'} does not exist" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -186,15 +191,17 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         convert.convert(tmp_path / "list.pt", tmp_path / "out", image_size=56)
 
 
-def test_missing_keys_are_named(tmp_path: Path) -> None:
+def test_missing_keys_are_named(tmp_path: Path, capsys) -> None:
+    from probe.convert import main
+
     state = torch.load(CHECKPOINT, weights_only=True)
     del state["ln_post.bias"], state["transformer.resblocks.1.attn.in_proj.weight"]
     torch.save(state, tmp_path / "partial.pt")
-    proc = run_convert(*flags(tmp_path / "partial.pt", tmp_path / "out"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "lacks 2 required key(s)" in proc.stderr
-    assert "ln_post.bias" in proc.stderr
-    assert "transformer.resblocks.1.attn.in_proj.weight" in proc.stderr
+    assert main(flags(tmp_path / "partial.pt", tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert "lacks 2 required key(s)" in err
+    assert "ln_post.bias" in err
+    assert "transformer.resblocks.1.attn.in_proj.weight" in err
 
 
 def test_bad_image_size_and_existing_output(tmp_path: Path, converted: Path) -> None:

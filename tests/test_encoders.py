@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tiny
 import torch
-from conftest import compose_cfg, run_cli, run_cli_without
+from conftest import compose_cfg, main_refuses
 from omegaconf import OmegaConf
 from reference import openai_reference, reference, sample_photos, squash_reference
 from tiny import RES, clip_processor, direct_forward, model_configs, standin, timm_model
@@ -211,12 +211,11 @@ def test_model_type_mismatch_fails_clearly(name: str, checkpoint: str, found: st
         build(name, tiny[checkpoint], f"encoder.resolution={RES}")
 
 
-def test_model_type_mismatch_cli_message(tiny, dirs, tmp_path: Path) -> None:
+def test_model_type_mismatch_cli_message(tiny, dirs, caplog) -> None:
+    """Through `python -m probe`'s main (in-process): one line, exit 2."""
     args = ["encoder=mlcd_bigg14_336", f"encoder.model={tiny['clip']}", "stage=extract", *dirs]
-    proc = run_cli(args, cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Traceback" not in out
-    assert "'clip' checkpoint" in out and "mlcd_vision_model" in out
+    line = main_refuses(args, caplog)
+    assert "'clip' checkpoint" in line and "mlcd_vision_model" in line
 
 
 def test_missing_weights_fail(tiny, tmp_path: Path) -> None:
@@ -282,11 +281,12 @@ def test_dfn5b_without_open_clip_names_the_install(monkeypatch) -> None:
         make(compose_cfg(["encoder=dfn5b_h14"]).encoder, device="cpu", dtype="float32")
 
 
-def test_dfn5b_without_open_clip_cli(dirs, tmp_path: Path) -> None:
-    proc = run_cli_without("open_clip", ["encoder=dfn5b_h14", "stage=extract", *dirs], tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Traceback" not in out
-    assert 'pip install -e ".[openclip]"' in out
+def test_dfn5b_without_open_clip_cli(dirs, monkeypatch, caplog) -> None:
+    """Through `python -m probe`'s main (in-process), `import open_clip` failing: one line,
+    exit 2 (tests/test_timm.py runs the command on an interpreter without timm)."""
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` now fails
+    line = main_refuses(["encoder=dfn5b_h14", "stage=extract", *dirs], caplog)
+    assert 'pip install -e ".[openclip]"' in line
 
 
 def test_pixels_family() -> None:

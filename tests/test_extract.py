@@ -15,7 +15,19 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_cfg
-from faultkit import SLOW, entries, env, finished, output, popen, shards_done, sigkill, wait_for
+from faultkit import (
+    SLOW,
+    STUB_DELAY,
+    entries,
+    env,
+    finished,
+    output,
+    popen,
+    shards_done,
+    sigkill,
+    undelayed,
+    wait_for,
+)
 
 from probe.core.errors import ProbeError
 from probe.datasets.base import Split
@@ -50,7 +62,8 @@ def test_kill_then_resume_is_bit_identical(tmp_path: Path, reference, caplog) ->
     kept = shards_done(cache, "train")
     assert 3 <= kept < 22
     caplog.set_level("INFO")
-    run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=extract"]))
+    with undelayed():  # the resume, in-process
+        run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=extract"]))
     assert f"resuming, {kept} of 22 shards already written" in caplog.text
     got = finished(cache)
     assert set(got) == {"train", "test"}
@@ -78,13 +91,15 @@ def test_waiter_takes_over_when_the_holder_is_killed(tmp_path: Path, reference) 
 
     The holder runs at 0.5 s a batch (43 s for train), so it still holds the lock however
     long the waiter takes to start on a loaded machine; it is killed once the waiter waits.
+    The waiter, once it holds the lock, runs without the stub's delay (the same entry).
     """
     cache = tmp_path / "cache"
     slower = [a if "encoder.delay" not in a else "+encoder.delay=0.1" for a in SLOW]
     holder = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path,
-                   extra_env={"PROBE_STUB_DELAY": "0.5"})  # fmt: skip
+                   extra_env={STUB_DELAY: "0.5"})  # fmt: skip
     assert wait_for(lambda: shards_done(cache, "train") >= 1, proc=holder), output(holder)
-    waiter = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path)
+    waiter = popen([*dirs_in(tmp_path), *slower, "stage=extract"], cwd=tmp_path,
+                   extra_env={STUB_DELAY: "0"})  # fmt: skip
     assert wait_for(lambda: "is locked by pid" in output(waiter), proc=waiter), output(waiter)
     sigkill(holder)
     assert waiter.wait(timeout=300) == 0, output(waiter)

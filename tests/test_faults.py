@@ -19,7 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import compose_cfg
-from faultkit import SLOW, entries, env, finished, output, popen, shards_done, sigkill, wait_for
+from faultkit import (
+    SLOW,
+    entries,
+    env,
+    finished,
+    output,
+    popen,
+    shards_done,
+    sigkill,
+    undelayed,
+    wait_for,
+)
 
 from probe.core.errors import ProbeError
 from probe.report.record import REQUIRED_FIELDS
@@ -42,7 +53,8 @@ def same_result(a: dict, b: dict) -> bool:
 def clean(tmp_path_factory) -> dict:
     """One clean run of the slow stub's settings: its cache, arrays and result."""
     tmp = tmp_path_factory.mktemp("clean")
-    record = run(compose_cfg([*dirs_in(tmp), *SLOW]))
+    with undelayed():
+        record = run(compose_cfg([*dirs_in(tmp), *SLOW]))
     return {"cache": tmp / "cache", "arrays": finished(tmp / "cache"), "record": record}
 
 
@@ -63,7 +75,8 @@ def test_sigkill_at_a_random_point_of_extraction(tmp_path: Path, clean, seed: in
         assert feats == clean["arrays"][split][0] and np.array_equal(
             labels, clean["arrays"][split][1]
         )
-    record = run(compose_cfg([*dirs_in(tmp_path), *SLOW]))
+    with undelayed():  # the resume, in-process
+        record = run(compose_cfg([*dirs_in(tmp_path), *SLOW]))
     got = finished(cache)
     assert {s: v[0] for s, v in got.items()} == {s: v[0] for s, v in clean["arrays"].items()}
     assert same_result(record, clean["record"])
@@ -149,7 +162,8 @@ def test_damaged_entry_detected_then_rebuilt(tmp_path: Path, clean, damage: str,
         np.save(entry / "labels.npy", np.array([_Boom(marker)] * 1347, dtype=object))
     with pytest.raises(ProbeError, match=expect):
         run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=probe"]))
-    record = run(compose_cfg([*dirs_in(tmp_path), *SLOW]))
+    with undelayed():  # the rebuild
+        record = run(compose_cfg([*dirs_in(tmp_path), *SLOW]))
     assert record["seconds"]["extract"] > 0 and same_result(record, clean["record"])
     assert finished(cache)["train"][0] == clean["arrays"]["train"][0]
     assert not marker.exists(), "a cached file was unpickled"

@@ -18,7 +18,7 @@ from pathlib import Path
 import fakes
 import numpy as np
 import pytest
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, main_refuses, run_cli
 from PIL import Image
 from test_npz import features, overrides, write
 
@@ -101,13 +101,18 @@ def test_malformed_npz_is_refused_naming_the_file(tmp_path: Path, case: str) -> 
 
 
 @pytest.mark.parametrize("case", ["empty", "renamed_npy", "claims_more_rows"])
-def test_malformed_npz_exits_2_not_through_hydra(dirs, tmp_path: Path, case: str) -> None:
-    """These three left Hydra's instantiate wrapper (exit 1, 'Error in call to target')."""
+def test_malformed_npz_exits_2_not_through_hydra(dirs, tmp_path: Path, case: str, caplog) -> None:
+    """These three left Hydra's instantiate wrapper (exit 1, 'Error in call to target'):
+    `python -m probe`'s main, in-process, ends with exit 2 and the one line; the command
+    itself, once."""
     path = FILES[case][0](tmp_path / "bad.npz")
-    proc = run_cli(overrides(dirs, path), cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out[-3000:]
-    assert "Traceback" not in out and "Error in call to target" not in out
+    line = main_refuses(overrides(dirs, path), caplog)
+    assert re.search(FILES[case][1], line) and "Error in call to target" not in line
+    if case == "empty":
+        proc = run_cli(overrides(dirs, path), cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2, out[-3000:]
+        assert "Traceback" not in out and "Error in call to target" not in out
 
 
 @pytest.mark.parametrize("order", [">f4", ">f8", ">f2"])

@@ -51,10 +51,14 @@ def build_folders(root: Path, *, timeout: float = 60.0) -> dict | str:
 
 @pytest.fixture
 def folders(tmp_path: Path) -> tuple[Path, dict]:
-    """An image-folder dataset (train/val/test of 3 classes) and its ids without any link."""
+    """An image-folder dataset (train/val/test of 3 classes) and its ids without any link
+    (listed in-process, as `_BUILD` lists it: a tree without links cannot hang a walk)."""
+    from probe.core.factory import make
+
     fakes.make("imagefolder", tmp_path / "data")
     root = tmp_path / "data" / "folders"
-    return root, build_folders(root)
+    ds = make(compose_cfg(["dataset=imagefolder", f"dataset.root={root}"]).dataset)
+    return root, json.loads(json.dumps({s: list(v.ids) for s, v in ds.splits.items()}))
 
 
 LOOPS = {

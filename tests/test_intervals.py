@@ -101,3 +101,18 @@ def test_bench_intervals_prints_a_row_per_shape(tmp_path, capsys) -> None:
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert [r["classes"] for r in rows] == [47, 37] and all(0 <= r["coverage"] <= 1 for r in rows)
     assert {r.interval for r in ROWS} == {"score", "paired", "fewshot"}
+
+
+def test_bench_rows_of_the_score_metrics_run() -> None:
+    """A smoke of the ROC AUC and mean(top1, top5) rows (the bench's 1,000 trials are run by
+    hand: docs/results.md), in-process."""
+    from probe.bench.intervals import coverage
+
+    picked = [r for r in ROWS if r.metric in ("roc_auc", "top1_top5_mean")]
+    assert {(r.metric, r.interval) for r in picked} == {
+        (m, i) for m in ("roc_auc", "top1_top5_mean") for i in ("score", "paired")
+    }
+    for row in (r for r in picked if r.interval == "paired" or r.accuracy == 0.75):
+        got = coverage(row, trials=2, seed=0)
+        assert 0 <= got["coverage"] <= 1 and got["half_width"] > 0
+        assert got["n_test"] == (500 if row.metric == "roc_auc" else 33966)

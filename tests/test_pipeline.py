@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, main_refuses, run_cli, run_main
 
 from probe.core.errors import ProbeError
 from probe.report.record import REQUIRED_FIELDS
@@ -50,14 +50,15 @@ def test_demo_cli_end_to_end(tmp_path: Path) -> None:
         (["eval=fewshot", "eval.shots=[1]", "eval.seeds=2"], r"1-shot: [\d.]+% \+- [\d.]+ \("),
     ],
 )  # fmt: skip
-def test_every_eval_prints_its_summary_line(tmp_path: Path, extra: list[str], line: str) -> None:
-    """The CLI's last line for k-NN (its k chosen on val) and few-shot (no std from one seed)."""
+def test_every_eval_prints_its_summary_line(dirs, caplog, extra: list[str], line: str) -> None:
+    """The CLI's last line for k-NN (its k chosen on val) and few-shot (no std from one seed),
+    logged by `python -m probe`'s own main, here in-process (test_demo_cli_end_to_end runs
+    the command itself)."""
     import re
 
-    env = {"PROBE_CACHE_DIR": str(tmp_path / "c"), "PROBE_RESULTS_DIR": str(tmp_path / "r")}
-    proc = run_cli(extra, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(line, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-1500:]
+    caplog.set_level("INFO", logger="probe")
+    assert run_main([*dirs, *extra]) is None
+    assert re.search(line, caplog.text), caplog.text[-1500:]
 
 
 def test_second_run_hits_cache_and_changes_reextract(dirs, tmp_path: Path, caplog) -> None:
@@ -99,13 +100,10 @@ def test_stage_extract_then_probe(dirs, tmp_path: Path) -> None:
     assert rec["seconds"]["extract"] == 0.0 and rec["score"] > 90
 
 
-def test_stage_probe_without_cache_fails_clearly(dirs, tmp_path: Path) -> None:
+def test_stage_probe_without_cache_fails_clearly(dirs, caplog) -> None:
     with pytest.raises(ProbeError, match="stage=extract"):
         run(compose_cfg([*dirs, "stage=probe"]))
-    proc = run_cli([*dirs, "stage=probe"], cwd=tmp_path)
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
-    assert "needs cached features" in out and "Traceback" not in out
+    assert "needs cached features" in main_refuses([*dirs, "stage=probe"], caplog)
 
 
 @pytest.mark.parametrize("group", ["encoder", "dataset"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import compose_cfg
-from faultkit import SLOW, entries, finished, output, popen, shards_done, wait_for
+from faultkit import SLOW, entries, finished, output, popen, shards_done, undelayed, wait_for
 
 from probe.core import preempt
 from probe.run import run
@@ -55,7 +55,8 @@ def test_sigterm_mid_extraction_stops_at_a_shard_boundary(tmp_path: Path, refere
     assert kept == int(m.group(2)) + 1 == (int(m.group(1)) + 1) // 64
     assert not (entry / "meta.json").exists()
     caplog.set_level("INFO")
-    run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=extract"]))
+    with undelayed():  # the resume, in-process
+        run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=extract"]))
     assert f"resuming, {kept} of 22 shards already written" in caplog.text
     got = finished(cache)
     for split, (feats, labels) in reference["arrays"].items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import compose_cfg
-from faultkit import SLOW, entries, finished, output, popen, shards_done, wait_for
+from faultkit import SLOW, entries, finished, output, popen, shards_done, undelayed, wait_for
 from test_preempt import FAST, dirs_in
 
 from probe.core import preempt
@@ -43,7 +43,8 @@ def test_ctrl_c_mid_extraction_stops_at_a_shard_boundary(tmp_path: Path, referen
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
     [entry] = entries(cache, "train")
     assert not (entry / "meta.json").exists()
-    run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=extract"]))  # resumes
+    with undelayed():
+        run(compose_cfg([*dirs_in(tmp_path), *SLOW, "stage=extract"]))  # resumes
     got = finished(cache)
     for split, (feats, labels) in reference["arrays"].items():
         assert got[split][0] == feats and np.array_equal(got[split][1], labels)

@@ -20,6 +20,8 @@ from probe.report.tables.write import make_table
 from probe.run import run
 
 RUNS = {"px_a": [], "px_b": ["encoder.size=4"], "px_c": []}
+# one worker runs the module (pytest -n): its two fixtures' seven digits runs, once
+pytestmark = pytest.mark.xdist_group("table_stats")
 
 
 @pytest.fixture(scope="module")

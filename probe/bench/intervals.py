@@ -23,6 +23,11 @@ Shapes: Caltech-101 is the real per-class test sizes (the image count of each fo
 3,060 + 6,084). FGVC Aircraft's test split holds 33 or 34 images per class (3,333) and Pets'
 99 or 100 (3,669 over 37), spread evenly here; Flowers102's 6,149 test images over 102
 classes (20 to 238 each) are spread log-evenly between those bounds, not its exact counts.
+
+The metrics read from scores have their own models (`score_models`): ROC AUC on a
+Hateful-Memes-sized test set (500 images, the CLIP paper's Table 9 test size, 250 per class
+here), the mean of top-1 and top-5 on a Kinetics-700-sized one (33,966 clips, the dataset's
+validation split as EVA-CLIP's Table 11 counts it, over 700 classes evenly).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from probe.bench.score_models import MODELS
 from probe.evaluations import bootstrap as B
 
 CALTECH_FOLDERS = (
@@ -78,6 +84,8 @@ SHAPES = {
     "dtd": _even(1880, 47),
     "cifar100": _even(10000, 100),
     "imagenet": _even(50000, 1000),
+    "hateful_memes": np.array([250, 250]),  # negatives (label 0), positives (label 1)
+    "kinetics700": _even(33966, 700),
 }
 
 
@@ -95,7 +103,16 @@ class Row:
         kind = {"score": "score_ci (linear, k-NN)", "paired": "paired_diff_ci",
                 "fewshot": f"mean_score_ci ({self.heads} seeds)"}[self.interval]  # fmt: skip
         spread = "all classes alike" if self.homogeneous else f"classes ~ Beta, kappa {KAPPA:g}"
-        return f"{kind} | {self.shape} | {self.metric} | {self.accuracy:.0%} | {spread}"
+        value = f"{self.accuracy:.0%}"
+        if self.metric == "roc_auc":
+            kind = {"score": "auc_ci (linear)", "paired": "paired_auc_ci"}[self.interval]
+            spread, value = "binormal scores", f"AUC {value}"
+        if self.metric == "top1_top5_mean":
+            kind = {"score": "top1_top5_ci (linear)", "paired": "paired_top1_top5_ci"}[
+                self.interval
+            ]
+            value = f"top-1 {value}"
+        return f"{kind} | {self.shape} | {self.metric} | {value} | {spread}"
 
 
 ROWS = (
@@ -113,6 +130,10 @@ ROWS = (
     Row("paired", "dtd", "top1", 0.80, heads=2),
     Row("fewshot", "caltech101", "mean_per_class", 0.80, heads=5),
     Row("fewshot", "dtd", "top1", 0.50, heads=5),
+    *(Row("score", "hateful_memes", "roc_auc", auc) for auc in (0.60, 0.75, 0.90)),
+    Row("paired", "hateful_memes", "roc_auc", 0.75, heads=2),
+    Row("score", "kinetics700", "top1_top5_mean", 0.60),
+    Row("paired", "kinetics700", "top1_top5_mean", 0.60, heads=2),
 )
 
 
@@ -169,20 +190,36 @@ def stratified(row: Row, right: np.ndarray, y: np.ndarray, seed: int) -> list[fl
     return list(np.percentile(stats, [2.5, 97.5]))
 
 
+class Accuracy:
+    """The accuracy rows' model (the functions above), as `score_models` has one per metric."""
+
+    params = staticmethod(head_accuracies)
+    truth = staticmethod(truth)
+    interval = staticmethod(interval)
+    compare = staticmethod(stratified)
+
+    @staticmethod
+    def outcomes(acc: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return outcomes(acc, y, rng).astype(np.int64)
+
+
 def coverage(row: Row, *, trials: int, seed: int, compare: bool = True) -> dict[str, Any]:
-    """The row's coverage by probe's interval (and, with `compare`, by the stratified one)."""
+    """The row's coverage by probe's interval (and, with `compare`, by the stratified one:
+    for roc_auc, the plain percentiles of the same resamples)."""
     rng = np.random.Generator(np.random.PCG64([seed, ROWS.index(row)]))
     sizes = SHAPES[row.shape]
     y = np.repeat(np.arange(len(sizes)), sizes)
+    model = MODELS.get(row.metric, Accuracy)
+    methods = (("probe", model.interval), ("stratified", model.compare))[: 1 + compare]
     hits = {"probe": 0, "stratified": 0}
     width = true_sum = 0.0
     start = time.perf_counter()
     for t in range(trials):
-        acc = head_accuracies(row, rng)
-        true = truth(row, acc, y)
+        acc = model.params(row, rng)
+        true = model.truth(row, acc, y)
         true_sum += true
-        right = outcomes(acc, y, rng).astype(np.int64)
-        for name, method in (("probe", interval), ("stratified", stratified))[: 1 + compare]:
+        right = model.outcomes(acc, y, rng)
+        for name, method in methods:
             low, high = method(row, right, y, t)
             hits[name] += low <= true <= high
             width += (high - low) / 2 if name == "probe" else 0.0

@@ -19,6 +19,11 @@ METRICS = ("top1", "mean_per_class", "map11", "roc_auc", "top1_top5_mean")
 # metrics of multi-label datasets: labels are N x K (one column per class), never one label
 # per image; scored from per-class scores (`probe.evaluations.voc_map`), not predicted classes
 MULTILABEL_METRICS = ("map11",)
+# single-label metrics read from a head's per-class scores, not from its predicted class alone
+# (`probe.evaluations.metrics`): ROC AUC ranks the images by the positive class's decision
+# value (a binary dataset, the positive class label 1), and the mean of top-1 and top-5
+# accuracy needs each image's five best classes
+SCORE_METRICS = ("roc_auc", "top1_top5_mean")
 
 
 @dataclass
@@ -131,6 +136,28 @@ def check_metric(metric: str) -> str:
     return metric
 
 
+TOP = 5  # top-5: the metric top1_top5_mean needs more classes than this
+
+
+def check_metric_classes(*, dataset: str, metric: str, num_classes: int) -> None:
+    """ROC AUC scores a binary dataset; the mean of top-1 and top-5 needs more than 5
+    classes (with 5 or fewer, every label is among the five best: top-5 is 100 by
+    construction)."""
+    from probe.core.errors import ProbeError
+
+    if metric == "roc_auc" and num_classes != 2:
+        raise ProbeError(
+            f"dataset {dataset}: dataset.metric=roc_auc scores two classes (the positive one "
+            f"is label 1), but the dataset has {num_classes}; use dataset.metric=top1 or "
+            "mean_per_class"
+        )
+    if metric == "top1_top5_mean" and num_classes <= TOP:
+        raise ProbeError(
+            f"dataset {dataset}: dataset.metric=top1_top5_mean needs more than {TOP} classes "
+            f"(with {num_classes} every label is among the {TOP} best); use dataset.metric=top1"
+        )
+
+
 def check_label_shape(*, dataset: str, metric: str, split: str, shape: tuple[int, ...]) -> None:
     """A multi-label metric needs N x K labels and a single-label one N labels: a dataset
     never reaches a metric that would misread its labels."""
@@ -179,6 +206,7 @@ class ImageDataset:
                     f"needs train and test: add the {needed}/ folder or map a split to it "
                     f"(e.g. dataset.splits.{needed}=NAME for a Hugging Face copy)"
                 )
+        check_metric_classes(dataset=self.name, metric=self.metric, num_classes=self.num_classes)
         for split_name, split in self.splits.items():
             check_label_shape(dataset=self.name, metric=self.metric, split=split_name,
                               shape=split.labels.shape)  # fmt: skip

@@ -24,6 +24,11 @@ score's deviation from its own centre (the mean of the smoothed rates), placed a
 observed score. With one stratum (top-1) the smoothed rates are the observed ones and this
 is the plain percentile bootstrap. `python -m probe.bench intervals` measures the coverage on
 the protocol's dataset shapes (docs/results.md).
+
+The mean of top-1 and top-5 accuracy (`top1_top5_mean`) is a mean over all test images of
+(top-1 right + top-5 right) / 2, a value from three categories (neither, top-5 only, both),
+so it is drawn as the same counts: each image's top-1 and top-5 outcomes are resampled
+together. ROC AUC is not a mean of per-image values: `auc_bootstrap` draws its interval.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from probe.core.errors import ProbeError
-from probe.datasets.base import METRICS
+from probe.datasets.base import METRICS, SCORE_METRICS
+from probe.evaluations.auc_bootstrap import auc_ci, paired_auc_ci
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -45,12 +51,13 @@ def strata(y: np.ndarray, metric: str) -> list[np.ndarray]:
     if metric not in METRICS:
         raise ProbeError(f"metric={metric!r} unknown; allowed: {', '.join(METRICS)}")
     y = np.asarray(y)
-    if metric == "top1":
+    if metric in ("top1", "top1_top5_mean"):
         return [np.arange(len(y))]
     return [np.flatnonzero(y == c) for c in np.unique(y)]
 
 
 def _check(correct: np.ndarray, y: np.ndarray, *, resamples: int, level: float) -> np.ndarray:
+    """Right-or-wrong outcomes per image (S heads x N images) and the options, checked."""
     correct = np.asarray(correct, dtype=bool)
     if correct.shape[-1:] != np.shape(y) or correct.ndim not in (1, 2) or correct.size == 0:
         raise ValueError(f"outcomes {correct.shape} and labels {np.shape(y)} must be (N,), N>0")
@@ -149,6 +156,7 @@ def mean_score_ci(
     """[low, high] of the mean over S heads of their scores on the same test images:
     `correct` is (S, N). The heads stay fixed: this is the test set's share of the noise
     (a few-shot mean over seeds; its spread over draws is the std beside it)."""
+    _outcome_metric(metric)
     a = _check(correct, y, resamples=resamples, level=level)
     a = a.reshape(-1, a.shape[-1])
     right = a.sum(0).astype(np.int64)  # how many of the S heads got image i right
@@ -167,11 +175,74 @@ def paired_diff_ci(
     level: float = LEVEL,
 ) -> list[float]:
     """[low, high] of score(a) - score(b) on the same images, resampled as pairs."""
+    _outcome_metric(metric)
     a = _check(correct_a, y, resamples=resamples, level=level).astype(np.int64)
     b = _check(correct_b, y, resamples=resamples, level=level).astype(np.int64)
     # patterns: 0 neither right, 1 only b, 2 only a, 3 both; a - b per pattern
     return _interval(a * 2 + b, np.array([0.0, -1.0, 1.0, 0.0]), y, metric=metric,
                      resamples=resamples, seed=seed, level=level)  # fmt: skip
+
+
+def _outcome_metric(metric: str) -> None:
+    """Right-or-wrong outcomes give the interval of top1 and mean_per_class only."""
+    if metric in SCORE_METRICS:
+        raise ProbeError(
+            f"metric={metric} is read from a head's scores, not from right-or-wrong outcomes: "
+            "its interval is top1_top5_ci (ranked classes) or auc_bootstrap.auc_ci (roc_auc)"
+        )
+
+
+TOP15_VALUES = np.array([0.0, 0.5, 1.0])  # (top-1 + top-5) / 2 for: neither, top-5 only, both
+
+
+def top15_category(top: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per image, how many of top-1 and top-5 it got right: 0, 1 (top-5 only) or 2 (both:
+    the predicted class is column 0 of `top`, so a top-1 hit is a top-5 hit)."""
+    top, y = np.asarray(top), np.asarray(y)
+    return (top[:, 0] == y).astype(np.int64) + (top == y[:, None]).any(1).astype(np.int64)
+
+
+def top1_top5_ci(
+    top: np.ndarray,
+    y: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> list[float]:
+    """[low, high] of the mean of top-1 and top-5 accuracy (percent), the test images
+    resampled with their top-1 and top-5 outcomes together; `top` (N, 5) ranked classes."""
+    cat = top15_category(top, y)
+    _check(cat > 0, y, resamples=resamples, level=level)
+    return _interval(cat, TOP15_VALUES, y, metric="top1_top5_mean", resamples=resamples,
+                     seed=seed, level=level)  # fmt: skip
+
+
+def paired_top1_top5_ci(
+    top_a: np.ndarray,
+    top_b: np.ndarray,
+    y: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> list[float]:
+    """[low, high] of mean(top1, top5) of a minus that of b on the same images, as pairs."""
+    a, b = top15_category(top_a, y), top15_category(top_b, y)
+    _check(a > 0, y, resamples=resamples, level=level)
+    values = (TOP15_VALUES[:, None] - TOP15_VALUES[None, :]).ravel()  # a - b per pattern
+    return _interval(a * 3 + b, values, y, metric="top1_top5_mean", resamples=resamples,
+                     seed=seed, level=level)  # fmt: skip
+
+
+def paired_ci(a: Any, b: Any, y: np.ndarray, *, metric: str, **opts: Any) -> list[float]:
+    """[low, high] of score(a) - score(b) from two heads' saved outputs on the same images
+    (`metrics.scored_output`: predictions, ranked classes or decision values)."""
+    if metric == "roc_auc":
+        return paired_auc_ci(a, b, y, **opts)
+    if metric == "top1_top5_mean":
+        return paired_top1_top5_ci(a, b, y, **opts)
+    return paired_diff_ci(np.asarray(a) == y, np.asarray(b) == y, y, metric=metric, **opts)
 
 
 def top5_correct(top5: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -185,11 +256,23 @@ def significance(interval: list[float]) -> bool:
 
 
 def interval_fields(
-    *, pred: np.ndarray, y: np.ndarray, metric: str, top5: Any = None, **opts: Any
+    *,
+    pred: np.ndarray,
+    y: np.ndarray,
+    metric: str,
+    top5: Any = None,
+    decision: Any = None,
+    **opts: Any,
 ) -> dict[str, list[float]]:
     """`score_ci` (and `top5_ci` where there is a top-5) for a result record. The top-5 score
-    is plain top-5 accuracy whatever the dataset's metric, so its interval is too."""
-    out = {"score_ci": score_ci(np.asarray(pred) == np.asarray(y), y, metric=metric, **opts)}
+    is plain top-5 accuracy whatever the dataset's metric, so its interval is too. roc_auc
+    reads the decision values `decision`, top1_top5_mean the ranked classes `top5`."""
+    if metric == "roc_auc":
+        out = {"score_ci": auc_ci(decision, y, **opts)}
+    elif metric == "top1_top5_mean":
+        out = {"score_ci": top1_top5_ci(top5, y, **opts)}
+    else:
+        out = {"score_ci": score_ci(np.asarray(pred) == np.asarray(y), y, metric=metric, **opts)}
     if top5 is not None:
         out["top5_ci"] = score_ci(top5_correct(top5, y), y, metric="top1", **opts)
     return out

@@ -27,7 +27,7 @@ from probe.core.errors import ProbeError
 from probe.core.rows import Rows
 from probe.evaluations.bootstrap import interval_fields
 from probe.evaluations.heads import test_outputs, top5_accuracy
-from probe.evaluations.metrics import score
+from probe.evaluations.metrics import needs_scores, score, score_outputs
 from probe.evaluations.outcome import Outcome, Task
 from probe.evaluations.search import ClipBinary, Strategy, clip_grid
 from probe.solvers.base import Fit, Solver
@@ -48,6 +48,15 @@ class SearchResult:
     best_index: int
     records: list[dict[str, Any]] = field(default_factory=list)
     fits: dict[int, Fit] = field(default_factory=dict)
+
+
+def fit_score(solver: Solver, fit: Fit, data: Pair, metric: str) -> float:
+    """`metric` of `fit` on `data`: from the backend's predicted classes, or for a metric read
+    from scores (roc_auc, top1_top5_mean) from the head's outputs on those rows."""
+    X, y = data
+    if not needs_scores(metric):
+        return score(solver.predict(fit, X), y, metric)
+    return score_outputs(test_outputs(solver, fit, data, decision=metric == "roc_auc"), metric)
 
 
 def _warm_start(done: dict[int, Fit], k: int) -> Fit | None:
@@ -116,7 +125,7 @@ def search(
         # a safe place to stop: SIGTERM's own raise is lost if it lands in a finalizer
         preempt.checkpoint(f"stopped during the C search, after {len(res.records)} values")
         for k, fit in zip(new, fits, strict=True):
-            scores[k] = score(solver.predict(fit, Xv), yv, metric)
+            scores[k] = fit_score(solver, fit, (Xv, yv), metric)
             res.fits[k] = fit
             rec = {
                 "C": float(grid[k]),
@@ -179,7 +188,7 @@ def refit_and_test(
     init: Fit | None = None,
 ) -> tuple[float, Fit]:
     fit = refit(solver=solver, train=train, C=C, num_classes=num_classes, init=init)
-    return score(solver.predict(fit, test[0]), test[1], metric), fit
+    return fit_score(solver, fit, test, metric), fit
 
 
 def _warn_unconverged(records: list[dict[str, Any]], max_iter: Any) -> None:
@@ -246,7 +255,8 @@ def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
                         num_classes=task.num_classes, metric=task.metric,
                         strategy=task.strategy, refit_on=task.refit_on)  # fmt: skip
     found, test_score, final = done.found, done.test_score, done.final
-    outputs = test_outputs(solver, final, task.test)  # labels, the predictions scored, top-5
+    # labels, the predictions scored, top-5 (and the decision values ROC AUC ranks)
+    outputs = test_outputs(solver, final, task.test, decision=task.metric == "roc_auc")
     top5 = top5_accuracy(outputs)
     fields = {
         "score": test_score,
@@ -256,6 +266,7 @@ def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
             y=outputs["test_label"],
             metric=task.metric,
             top5=outputs["test_top5"] if top5 is not None else None,
+            decision=outputs.get("test_score"),
             **task.bootstrap,
         ),  # fmt: skip
         "C": found.best_C,
@@ -267,6 +278,8 @@ def evaluate(task: Task, *, name: str = "linear", **_: Any) -> Outcome:
         },  # fmt: skip
         "converged": bool(final.converged and all(r["converged"] for r in found.records)),
     }
+    if task.metric == "top1_top5_mean":  # the mean's other half, percent
+        fields["top1"] = score(outputs["test_pred"], outputs["test_label"], "top1")
     head = {"coef": final.coef, "intercept": final.intercept, "C": found.best_C,
             "outputs": outputs}  # fmt: skip
     return Outcome(eval=name, fields=fields, head=head, backend=solver.name)

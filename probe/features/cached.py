@@ -28,7 +28,13 @@ from omegaconf import DictConfig
 
 from probe.core.device import auto_dtype
 from probe.core.errors import ProbeError
-from probe.datasets.base import ValSpec, check_label_shape, check_metric, resolve_val
+from probe.datasets.base import (
+    ValSpec,
+    check_label_shape,
+    check_metric,
+    check_metric_classes,
+    resolve_val,
+)
 from probe.encoders.base import compute_dtype
 from probe.features.cache import CacheEntry
 from probe.features.stage import cache_entries, extract_options, needs_extraction, warn_drift
@@ -134,12 +140,15 @@ def _facts(cfg: DictConfig, about: dict[str, Any]) -> CachedDataset:
             f"extraction found {', '.join(about.get('splits', []))}); set dataset.val.source="
             "carve to hold out part of train, or add the val split and extract again"
         )
-    num_classes = ds.get("num_classes", "auto")
+    num_classes = int(about["num_classes"] if ds.get("num_classes", "auto") == "auto"
+                      else ds.get("num_classes"))  # fmt: skip
+    metric = check_metric(str(ds.get("metric", "top1")))
+    check_metric_classes(dataset=str(ds.name), metric=metric, num_classes=num_classes)
     sizes = ds.get("expected_sizes")
     return CachedDataset(
         name=str(ds.name),
-        num_classes=int(about["num_classes"] if num_classes == "auto" else num_classes),
-        metric=check_metric(str(ds.get("metric", "top1"))),
+        num_classes=num_classes,
+        metric=metric,
         val=val,
         expected_sizes={str(k): int(v) for k, v in sizes.items()} if sizes else None,
         info=dict(about.get("info") or {}),

@@ -27,7 +27,10 @@ TASKS = {
 }
 METRICS = {"top1": ("accuracy", "top-1 accuracy"),
            "mean_per_class": ("mean_per_class_accuracy", "mean per-class accuracy"),
-           "map11": ("mean_average_precision", "11-point mAP (VOC 2007 devkit)")}  # fmt: skip
+           "map11": ("mean_average_precision", "11-point mAP (VOC 2007 devkit)"),
+           "roc_auc": ("roc_auc", "ROC AUC (positive class: label 1)"),
+           "top1_top5_mean": ("mean_top1_top5_accuracy",
+                              "mean of top-1 and top-5 accuracy")}  # fmt: skip
 
 
 def _entry(row: Any) -> dict[str, Any]:

@@ -8,11 +8,12 @@ whether two encoders really differ.
   reproduction: the interval is our score's test-resampling noise only, and says nothing of
   the published number's own run (there are no published predictions to pair with).
 - Two encoders probed on the same test images (the same `test_content_hash`: sample ids and
-  labels) are compared pairwise from their saved test predictions (the `.npz` beside each
-  result): the paired bootstrap interval of the difference of their scores
-  (`probe.evaluations.bootstrap.paired_diff_ci`) at the table's own `bootstrap.level`
-  (`configs/probe_table.yaml`); a difference whose interval contains 0 is not significant.
-  The reference is the layout's first encoder.
+  labels) are compared pairwise from their saved test outputs (the `.npz` beside each
+  result: the predictions, or what a score metric reads, `metrics.scored_output`): the paired
+  bootstrap interval of the difference of their scores (`probe.evaluations.bootstrap.
+  paired_ci`) at the table's own `bootstrap.level` (`configs/probe_table.yaml`); a
+  difference whose interval contains 0 is not significant. The reference is the layout's
+  first encoder.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from omegaconf import OmegaConf
 
 from probe.core.errors import ProbeError
 from probe.core.paths import config_dir
-from probe.evaluations.bootstrap import paired_diff_ci, significance
-from probe.evaluations.metrics import MULTILABEL_METRICS
+from probe.evaluations.bootstrap import paired_ci, significance
+from probe.evaluations.metrics import MULTILABEL_METRICS, scored_output
 from probe.report.tables.flags import shipped_config
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,9 @@ def published_within(ci: Any, published: float | None) -> bool | None:
     return bool(low <= published <= high)
 
 
-def _predictions(res: Any) -> tuple[np.ndarray, np.ndarray] | str:
-    """(test labels, test predictions) from the head saved beside a result, or why not."""
+def _predictions(res: Any, key: str = "test_pred") -> tuple[np.ndarray, np.ndarray] | str:
+    """(test labels, the test output `key`: the predictions, or what a score metric reads)
+    from the head saved beside a result, or why not."""
     head = res.record.get("head") or {}
     path = Path(res.path).with_suffix(".npz")
     if not head or not path.is_file():
@@ -129,7 +131,9 @@ def _predictions(res: Any) -> tuple[np.ndarray, np.ndarray] | str:
     if head.get("sha256") and hashlib.sha256(data).hexdigest() != head["sha256"]:
         return f"{path} is not the head its result names (SHA-256 differs)"
     with np.load(path, allow_pickle=False) as npz:
-        return np.asarray(npz["test_label"]), np.asarray(npz["test_pred"])
+        if key not in npz.files:
+            return f"{path} holds no {key} (the head of a run scored by another metric)"
+        return np.asarray(npz["test_label"]), np.asarray(npz[key])
 
 
 def pair(a: Any, b: Any, *, metric: str, **bootstrap: Any) -> PairDiff:
@@ -142,7 +146,7 @@ def pair(a: Any, b: Any, *, metric: str, **bootstrap: Any) -> PairDiff:
     if ha is None or ha != hb:
         out.why = "not known to be the same test images (test_content_hash differs or absent)"
         return out
-    got = [_predictions(r) for r in (a, b)]
+    got = [_predictions(r, scored_output(metric)) for r in (a, b)]
     bad = next((g for g in got if isinstance(g, str)), None)
     if bad is not None:
         out.why = bad
@@ -152,5 +156,5 @@ def pair(a: Any, b: Any, *, metric: str, **bootstrap: Any) -> PairDiff:
         out.why = "the saved test labels differ"
         return out
     out.diff = a.score - b.score
-    out.interval = paired_diff_ci(pa == ya, pb == yb, ya, metric=metric, **bootstrap)
+    out.interval = paired_ci(pa, pb, ya, metric=metric, **bootstrap)
     return out
