@@ -311,3 +311,16 @@ def test_pooled_entries_keep_their_files_and_fingerprints(tmp_path) -> None:
             assert digest(fingerprint(encoder=enc, **fp)) == digest(
                 fingerprint(encoder=old, **fp)
             ), path.stem
+
+
+def test_the_extraction_bench_measures_the_token_path(tmp_path, capsys) -> None:
+    from probe.bench.__main__ import main
+
+    argv = ["extract", "encoder=mlcd_l14", "encoder.feature=tokens", "encoder.token_pool=2",
+            "--shape", "tiny", "--n-images", "16", "--batch-size", "8", "--iters", "1",
+            "--device", "cpu", "--num-workers", "0", "--images", str(tmp_path / "jpegs"),
+            "--json", str(tmp_path / "bench.json")]  # fmt: skip
+    assert main(argv) == 0
+    assert "feature tokens" in capsys.readouterr().out
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert (res["feature"], res["token_pool"]) == ("tokens", 2) and res["pipeline_images_per_s"] > 0
