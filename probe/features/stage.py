@@ -272,8 +272,8 @@ def ensure_features(
         encoder = compile_encoder(encoder)
     if len(kinds) > 1:
         log.info("one pass over the images fills the entries of %s", ", ".join(kinds))
-    todo = {s: {k: by_kind[k][s] for k in ks} for s, ks in plan["todo"].items()}
-    check_token_space(cfg, dataset, encoder, todo, ctx=ctx)  # before any row of a token kind
+    to_fill = {s: {k: by_kind[k][s] for k in ks} for s, ks in plan["todo"].items()}
+    check_token_space(cfg, dataset, encoder, to_fill, ctx=ctx)  # before any row of a token kind
     for split, todo in plan["todo"].items():
         extract_entries(
             encoder=encoder,
