@@ -12,7 +12,7 @@ from probe.core.errors import exit_on_probe_error
 from probe.core.paths import config_dir
 from probe.launch.grid import expand, make_grid, plan, resolve_runs, sbatch_command
 from probe.launch.resources import memory_gb, task_resources
-from probe.launch.sizes import dry_run_lines
+from probe.launch.sizes import dry_run_lines, token_space_lines
 
 log = logging.getLogger("probe.grid")
 
@@ -46,6 +46,8 @@ def dry_run(cfg: DictConfig) -> None:
           "(dry run: nothing written)")  # fmt: skip
     labels = [(shlex.join(r.overrides[:-1]), r.config) for r in todo]  # without results_dir
     for line in dry_run_lines(labels, gpu=gpu, mem=[memory_gb(r.config, gpu=gpu) for r in todo]):
+        print(line)
+    for line in token_space_lines([r.config for r in todo]):
         print(line)
     if flags is not None:
         print("each array task asks for: " + " ".join(flags.flags()))

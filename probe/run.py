@@ -35,6 +35,7 @@ from probe.features.cache import CacheEntry
 from probe.features.cached import probe_inputs
 from probe.features.distributed import Context, setup, teardown
 from probe.features.stage import build_dataset, cache_entries, ensure_features, pin_encoder
+from probe.features.tokens import check_request, prefix_tokens
 from probe.report.record import result_name, result_path
 from probe.solvers import memory
 
@@ -65,6 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
              "eval_name": str(cfg.eval.get("name", "linear"))}  # fmt: skip
     for refuse in (refuse_single_label, refuse_score_metric):  # before extraction
         refuse(**asked)
+    check_request(cfg)  # the token cache: a model with tokens, a pool that divides the grid
     check_eval_input(cfg)  # token features for eval=attentive, pooled for the others
     normalize = check_normalize(cfg.probe.get("normalize"))
     device = resolve_device(cfg.device)
@@ -99,9 +101,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 def check_eval_input(cfg: DictConfig) -> None:
     """An evaluation on token features (`eval.input: tokens`, eval=attentive) needs a token
     kind (`encoder.feature=tokens...`), and the others a pooled one: refused before any
-    extraction. Your own features (`encoder=precomputed`) are checked by their shape."""
+    extraction. Your own features (`encoder=precomputed`) are checked by their shape;
+    `stage=extract` fills any kind's cache, whatever `eval` says."""
     takes = str(cfg.eval.get("input", "pooled"))
-    if cfg.encoder.get("user_features", False):
+    if cfg.encoder.get("user_features", False) or cfg.get("stage", "all") == "extract":
         return
     feature = str(cfg.encoder.get("feature") or "")
     if (takes == "tokens") != feature.startswith(TOKEN_KINDS):
@@ -180,7 +183,8 @@ def probe_stage(
                 metric=rules.metric or dataset.metric, device=device,
                 make_solver=lambda: make(cfg.probe, device=device),
                 bootstrap=bootstrap_options(cfg.get("bootstrap")),
-                strategy=rules.search, refit_on=rules.refit_on)  # fmt: skip
+                strategy=rules.search, refit_on=rules.refit_on,
+                prefix_tokens=prefix_tokens(entries["train"]))  # fmt: skip
     card = card_name(cfg)
     name = result_name(cfg.encoder, cfg.probe, protocol=card)
     record, outcome = evaluate(task, make(cfg.eval), name=cfg.eval.get("name", "linear"),

@@ -1,8 +1,8 @@
 """Test-only encoder builders, selected with `encoder._target_=tests.stubs.NAME`.
 
 Each wraps the real pixels encoder (so the loading path stays real) and adds one behaviour:
-a per-batch delay (to kill a run mid-extraction), NaN rows, or CUDA-style out-of-memory
-errors above a batch size.
+a per-batch delay (to kill a run mid-extraction), NaN rows, CUDA-style out-of-memory errors
+above a batch size, or (slowly) tokens: a prefix token and 16 patch tokens of every image.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ class _Slow:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         time.sleep(float(os.environ.get("PROBE_STUB_DELAY", self.delay)))
         return batch.clone()
+
+
+class _SlowTokens(_Slow):
+    """A pixel row as (1 + 16, D) tokens: its mean first (a prefix token), then 16 patches."""
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        patches = super().__call__(batch).reshape(len(batch), 16, -1)
+        return {"tokens": torch.cat([patches.mean(1, keepdim=True), patches], dim=1)}
 
 
 class _NaNAt:
@@ -65,6 +73,13 @@ def _with_forward(forward: Any, **kw: Any) -> Encoder:
 
 def slow_pixels(*, delay: float = 0.02, **kw: Any) -> Encoder:
     return _with_forward(_Slow(delay), **kw)
+
+
+def slow_tokens(*, delay: float = 0.02, token_pool: int | None = None, **kw: Any) -> Encoder:
+    """`encoder.feature=tokens` of a 4 x 4 patch grid with one prefix token, slowly."""
+    enc = _with_forward(_SlowTokens(delay), **kw)
+    enc.kinds, enc.prefix_tokens, enc.token_pool = ("tokens",), 1, token_pool
+    return enc
 
 
 def nan_pixels(*, nan_row: int = 3, **kw: Any) -> Encoder:

@@ -156,7 +156,7 @@ def test_open_clip_kinds_equal_forward_intermediates(tiny) -> None:
 
 def test_unavailable_kind_names_the_kinds_the_model_gives(tiny) -> None:
     with pytest.raises(ProbeError, match=r"last4 is not available.*can give: pooler_output, "
-                       r"projected, mean, mean\.lN$"):  # fmt: skip
+                       r"projected, mean, tokens, mean\.lN, tokens\.lN$"):  # fmt: skip
         build(tiny["siglip_vision_model"], "encoder.features=[pooler_output,last4]")
     with pytest.raises(ProbeError, match=r"encoder.features=\['cls', 'gap'\]: 'gap' unknown"):
         build(tiny["clip_vision_model"], "encoder.features=[cls,gap]")

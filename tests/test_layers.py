@@ -240,7 +240,8 @@ def test_a_layer_kind_of_a_model_without_tokens(tiny, tmp_path: Path) -> None:
                        r"can give: pooler_output$"):  # fmt: skip
         hf(tmp_path / "convnext", "encoder.feature=mean.l0")
     with pytest.raises(ProbeError, match=r"feature=cls\.l0 is not available .*no CLS token.* "
-                       r"can give: pooler_output, projected, mean, mean\.lN$"):  # fmt: skip
+                       r"can give: pooler_output, projected, mean, tokens, mean\.lN, "
+                       r"tokens\.lN$"):  # fmt: skip
         hf(tiny["siglip_vision_model"], "encoder.feature=cls.l0")
 
 

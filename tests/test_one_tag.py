@@ -135,14 +135,18 @@ def encoders(root: Path, kinds: list[str]) -> dict[str, object]:
 
 def test_one_openai_clip_state_dict_gives_one_tensor_per_kind_in_every_family(tmp_path) -> None:
     """Every kind but `projected` (timm has none; tests/test_layers.py checks it), the layer
-    kinds too."""
-    kinds = [k for k in KINDS if k != "projected"] + ["cls.l0", "mean.l-2", "cls+mean.l2"]
+    kinds and the token kinds (every token: 1 + 3 x 3 of them) too."""
+    kinds = [k for k in KINDS if k != "projected"] + ["cls.l0", "mean.l-2", "cls+mean.l2",
+                                                      "tokens.l1"]  # fmt: skip
     got = {family: enc.embed_kinds(torch.randn(3, 3, RES, RES, generator=torch.Generator()
                                                .manual_seed(0)))
            for family, enc in encoders(tmp_path, kinds).items()}  # fmt: skip
     widths = {"pooler_output": 1, "cls": 1, "mean": 1, "cls+mean": 2, "last4": 5, "cls.l0": 1,
               "mean.l-2": 1, "cls+mean.l2": 2}  # fmt: skip
-    assert {k: v.shape for k, v in got["hf"].items()} == {k: (3, widths[k] * WIDTH) for k in kinds}
+    tokens = 1 + (RES // PATCH) ** 2
+    shapes = {k: (3, widths[k] * WIDTH) if k in widths else (3, tokens, WIDTH) for k in kinds}
+    assert {k: tuple(v.shape) for k, v in got["hf"].items()} == shapes
+    assert torch.equal(got["hf"]["tokens"][:, 0], got["hf"]["cls"])
     diffs = {f"{kind} {family}": (got[family][kind] - got["hf"][kind]).abs().max().item()
              for kind in kinds for family in ("open_clip", "timm")}  # fmt: skip
     assert {k: f"{d:.1e}" for k, d in diffs.items() if d > TOL} == {}, "differs from hf"

@@ -7,7 +7,9 @@ DataLoader workers + forward + checksummed write into a cache entry, exactly wha
 
 `--random-weights` builds the encoder's architecture from its config with random weights (no
 download); `--shape` picks a known shape (`mlcd_l14`, `mlcd_bigg14_336`, or `tiny` for CI on
-CPU). Hydra-style `key=value` arguments select and override the encoder config.
+CPU). Hydra-style `key=value` arguments select and override the encoder config; with random
+weights `encoder.feature` (one kind) and `encoder.token_pool` apply too, so
+`encoder.feature=tokens` measures the token cache's path (T x D float16 rows a image).
 """
 
 from __future__ import annotations
@@ -73,11 +75,14 @@ def _encoder_cfg(overrides: list[str]) -> Any | None:
 
 
 def random_encoder(shape: str, enc_cfg: Any, *, device: str, dtype: str):
-    """The shape's architecture, random weights, the config's preprocessing at its size."""
+    """The shape's architecture, random weights, the config's preprocessing at its size, the
+    config's feature kind (a CLIP-like tower: one class token, the final norm after the
+    output, as `probe.encoders.hf` reads it)."""
     import transformers
 
+    from probe.encoders import kinds as K
     from probe.encoders.base import Encoder
-    from probe.encoders.hf import HFForward
+    from probe.encoders.hf import HFForward, final_norm_and_blocks
     from probe.encoders.preprocess import build_transform
 
     cls_name, kw = SHAPES[shape]
@@ -89,8 +94,12 @@ def random_encoder(shape: str, enc_cfg: Any, *, device: str, dtype: str):
     pre = dict((enc_cfg or {}).get("preprocess") or {})
     pre = {"mode": "shortest", "interpolation": "bicubic", "mean": CLIP_MEAN, "std": CLIP_STD,
            **pre, "size": kw["image_size"], "crop": kw["image_size"]}  # fmt: skip
-    return Encoder(transform=build_transform(**pre), forward=HFForward(net, "pooler_output"),
-                   device=device, dtype=dtype, feature_dim=kw["hidden_size"])  # fmt: skip
+    kinds = K.requested(str((enc_cfg or {}).get("feature") or K.DEFAULT), None)
+    norm, blocks = final_norm_and_blocks(net)
+    forward = HFForward(net, kinds, prefix=1, final_norm=norm, blocks=blocks, norm_tokens=True)
+    return Encoder(transform=build_transform(**pre), forward=forward, device=device, dtype=dtype,
+                   feature_dim=kw["hidden_size"], kinds=kinds, prefix_tokens=1,
+                   token_pool=(enc_cfg or {}).get("token_pool"))  # fmt: skip
 
 
 def make_jpegs(folder: Path, n: int, *, seed: int = 0) -> list[Path]:
@@ -207,13 +216,15 @@ def main(argv: list[str]) -> int:
     paths = make_jpegs(folder, n)
     ceil = ceiling(encoder, batch_size=batch, size=size, iters=args.iters)
     full, end_to_end = pipeline(encoder, paths, batch_size=batch, num_workers=int(workers))
-    out = {"encoder": name, "shape": shape, "random_weights": bool(shape), "device": device,
+    feature = ",".join(encoder.kinds) or None
+    out = {"encoder": name, "shape": shape, "feature": feature, "token_pool": encoder.token_pool,
+           "random_weights": bool(shape), "device": device,
            "gpu": torch.cuda.get_device_name() if on_gpu else None, "dtype": dtype,
            "batch_size": batch, "num_workers": int(workers), "images": n,
            "ceiling_images_per_s": round(ceil, 1), "pipeline_images_per_s": round(full, 1),
            "pipeline_end_to_end_images_per_s": round(end_to_end, 1),
            "ratio": round(full / ceil, 3)}  # fmt: skip
-    print(f"encoder {name or '-'} (shape {shape or 'from config'}, "
+    print(f"encoder {name or '-'} (shape {shape or 'from config'}, feature {feature}, "
           f"{'random weights' if shape else 'real weights'}) on {out['gpu'] or device}, {dtype}, "
           f"batch {batch}, {workers} workers")  # fmt: skip
     print(f"forward-only ceiling : {ceil:9.1f} images/s (synthetic {size}x{size} on the device)")

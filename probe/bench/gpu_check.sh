@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU, one go: extraction throughput of both MLCD shapes (random weights, no download)
-# plus the solver bench and the attentive probe's. Prints each number and keeps them as JSON under $OUT.
+# One GPU, one go: extraction throughput of both MLCD shapes (random weights, no download), of
+# the token cache (L/14 tokens, full and pooled), plus the solver bench and the attentive probe's. Prints each number and keeps them as JSON under $OUT.
 #   bash probe/bench/gpu_check.sh                    # on a GPU node, from the repo root
 #   OUT=/tmp/bench N_IMAGES=8192 bash probe/bench/gpu_check.sh
 set -uo pipefail
@@ -17,6 +17,14 @@ python -m probe.bench extract encoder=mlcd_l14 --random-weights --batch-size 256
 python -m probe.bench extract encoder=mlcd_bigg14_336 --shape mlcd_bigg14_336 --batch-size 128 \
     --n-images "$N_IMAGES" --images "$OUT/jpegs" --json "$OUT/extract_mlcd_bigg14_336.json" \
     || status=1
+# the token cache's path: every token of ViT-L/14 at 336 px (577 x 1,024 float16, 1.2 MB an
+# image: the float16 cast, hash and write of 4.7 GB for 4,096 images), then pooled to 8 x 8
+python -m probe.bench extract encoder=mlcd_l14 encoder.feature=tokens --random-weights \
+    --batch-size 128 --n-images "$N_IMAGES" --images "$OUT/jpegs" \
+    --json "$OUT/extract_mlcd_l14_tokens.json" || status=1
+python -m probe.bench extract encoder=mlcd_l14 encoder.feature=tokens encoder.token_pool=8 \
+    --random-weights --batch-size 256 --n-images "$N_IMAGES" --images "$OUT/jpegs" \
+    --json "$OUT/extract_mlcd_l14_tokens_pool8.json" || status=1
 python -m probe.bench solvers 2>&1 | tee "$OUT/solvers.txt" || status=1
 # eval=attentive: 20 heads together against one alone, on an ImageNet-shaped token subsample
 # (ViT-L/14 at 224 px: 257 tokens x 1,024, 1,000 classes; 16,384 rows, 8.6 GB of float16)
@@ -26,10 +34,12 @@ python -m probe.bench evals --skip knn --skip fewshot --rows 16384 --tokens 257 
 python - "$OUT" <<'PY'
 import json, pathlib, sys
 rows = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("extract_*.json"))]
-print("| shape | GPU | dtype | batch | workers | ceiling img/s | pipeline img/s | ratio |")
-print("|---|---|---|---|---|---|---|---|")
+print("| shape | feature | GPU | dtype | batch | workers | ceiling img/s | pipeline img/s | ratio |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['shape']} | {r['gpu']} | {r['dtype']} | {r['batch_size']} | {r['num_workers']} "
+    kind = r.get("feature") or "pooler_output"
+    kind += f" pool {r['token_pool']}" if r.get("token_pool") else ""
+    print(f"| {r['shape']} | {kind} | {r['gpu']} | {r['dtype']} | {r['batch_size']} | {r['num_workers']} "
           f"| {r['ceiling_images_per_s']} | {r['pipeline_images_per_s']} | {r['ratio']} |")
 PY
 exit $status

@@ -20,20 +20,22 @@ def _top_level_map(arr: np.ndarray) -> bool:
     return (
         isinstance(arr, np.memmap)
         and isinstance(arr.base, mmap.mmap)
-        and arr.ndim == 2
+        and arr.ndim >= 2
         and arr.flags.c_contiguous
     )
 
 
 def read_rows(arr: np.ndarray, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
-    """Rows [start, stop) of `arr` as a new array of `dtype`."""
+    """Rows [start, stop) of `arr` (N x D, or N x T x D for the token cache) as a new array
+    of `dtype` (None: the array's own)."""
     stop = min(stop, len(arr))
+    dtype = arr.dtype if dtype is None else dtype
     if not _top_level_map(arr):
         return np.array(arr[start:stop], dtype=dtype)
-    out = np.empty((max(stop - start, 0), arr.shape[1]), dtype=arr.dtype)
+    out = np.empty((max(stop - start, 0), *arr.shape[1:]), dtype=arr.dtype)
     if out.size == 0:  # no rows, or rows of zero width: nothing to read (memoryview refuses)
         return out.astype(dtype)
-    row_bytes = arr.shape[1] * arr.dtype.itemsize
+    row_bytes = out.itemsize * int(np.prod(arr.shape[1:]))
     with open(arr.filename, "rb") as fh:
         fh.seek(int(arr.offset) + start * row_bytes)
         view = memoryview(out).cast("B")

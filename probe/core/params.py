@@ -205,6 +205,9 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "encoder.dtype": Choice(("auto", "float32", "bfloat16", "float16")),
     "encoder.resolution": Count(null=True),
     "encoder.width": Count(null=True),
+    "encoder.token_pool": Count(example=8, null=True),
+    "encoder.patch_size": Count(null=True),
+    "encoder.prefix_tokens": Count(low=0, null=True),
     "encoder.size": Count(null=True),
 }
 

@@ -11,6 +11,10 @@ A solver that keeps its own copy of the features (the torch backend) builds it o
 largest selection it will be asked to fit: `both = Rows.cat(train, val)` and
 `both.head(len(train))` for the search tell it that the search's rows are the first rows of
 the refit's, so one copy serves both (`origin`).
+
+The token cache's N x T x D float16 arrays get the same face from `probe.core.token_rows`
+(`TokenRows`, which keeps their shape and dtype): `Rows.of` and `Rows.cat` hand one out for an
+array of more than two dimensions, so the protocol's splits work on either unchanged.
 """
 
 from __future__ import annotations
@@ -35,27 +39,28 @@ class _Part:
     def __len__(self) -> int:
         return len(self.array) if self.index is None else len(self.index)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of this part, float32."""
+    def read(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
+        """Rows [start, stop) of this part, float32 (`dtype` None: the array's own)."""
         if self.index is None:
-            out = read_rows(self.array, start, stop)
+            out = read_rows(self.array, start, stop, dtype=dtype)
         else:
-            out = _gather(self.array, self.index[start:stop])
+            out = _gather(self.array, self.index[start:stop], dtype=dtype)
         return _unit_rows(out) if self.l2 else out
 
 
-def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """array[index] as float32; from a memory map, by one file read per run of
-    consecutive rows (fancy indexing of a map would make its pages resident)."""
+def _gather(array: np.ndarray, index: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """array[index] as `dtype` (None: the array's own); from a memory map, by one file read
+    per run of consecutive rows (fancy indexing of a map would make its pages resident)."""
+    dtype = array.dtype if dtype is None else dtype
     if not isinstance(array, np.memmap) or len(index) == 0:
-        return np.asarray(array[index], dtype=np.float32)
-    out = np.empty((len(index), array.shape[1]), dtype=np.float32)
+        return np.asarray(array[index], dtype=dtype)
+    out = np.empty((len(index), *array.shape[1:]), dtype=dtype)
     breaks = np.flatnonzero(np.diff(index) != 1) + 1
     starts = np.concatenate([[0], breaks])
     stops = np.concatenate([breaks, [len(index)]])
     for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
         first = int(index[a])
-        out[a:b] = read_rows(array, first, first + (b - a))
+        out[a:b] = read_rows(array, first, first + (b - a), dtype=dtype)
     return out
 
 
@@ -88,20 +93,23 @@ class Rows:
 
     @classmethod
     def of(cls, array: np.ndarray, index: np.ndarray | None = None) -> Rows:
-        """`array[index]` (all rows when index is None), unread."""
+        """`array[index]` (all rows when index is None), unread; a `TokenRows` for an array
+        of more than two dimensions (the token cache)."""
         if isinstance(array, Rows):
             return array if index is None else array[index]
         idx = None if index is None else np.asarray(index, dtype=np.int64)
-        return cls([_Part(array, idx)])
+        return _selection_class(array)([_Part(array, idx)])
 
     @classmethod
     def cat(cls, *selections: np.ndarray | Rows) -> Rows:
         """The selections one after another (train + val for the refit)."""
-        return cls([p for s in selections for p in cls.of(s).parts])
+        parts = [cls.of(s) for s in selections]
+        kind = type(parts[0]) if parts else cls
+        return kind([p for s in parts for p in s.parts])
 
     def head(self, n: int) -> Rows:
         """The first n rows, remembering that they are (`origin`)."""
-        return Rows(self._slice_parts(0, n), origin=(self, n))
+        return type(self)(self._slice_parts(0, n), origin=(self, n))
 
     def normalized(self) -> Rows:
         """Every row divided by its norm (`probe.normalize=l2`), still unread."""
@@ -133,7 +141,7 @@ class Rows:
         blocks = [p.read(a, b) for p, a, b in self._spans(start, stop)]
         if len(blocks) == 1:
             return blocks[0]
-        return np.concatenate(blocks) if blocks else np.zeros((0, self._width), np.float32)
+        return np.concatenate(blocks) if blocks else self._empty()
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
@@ -151,7 +159,7 @@ class Rows:
             index = np.flatnonzero(index)
         if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
             raise IndexError("Rows: index with a slice or a 1-D integer (or boolean) array")
-        return Rows(self._select(index.astype(np.int64)))
+        return type(self)(self._select(index.astype(np.int64)))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.empty(self.shape, dtype=dtype or np.float32)
@@ -160,6 +168,9 @@ class Rows:
         return out
 
     # -- internals -----------------------------------------------------------------------
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self._width), np.float32)
+
     def _spans(self, start: int, stop: int):
         """(part, start, stop) within each part overlapping rows [start, stop)."""
         for i, p in enumerate(self.parts):
@@ -190,3 +201,12 @@ class Rows:
             local = index[seg] - self._offsets[which[seg[0]]]
             out.append(_Part(p.array, local if p.index is None else p.index[local], p.l2))
         return out
+
+
+def _selection_class(array: np.ndarray) -> type[Rows]:
+    """`Rows` for a 2-D array, `TokenRows` (its own shape and dtype) for more dimensions."""
+    if np.ndim(array) <= 2:
+        return Rows
+    from probe.core.token_rows import TokenRows  # a subclass: imported here, not at the top
+
+    return TokenRows

@@ -12,6 +12,7 @@ import torch
 
 from probe.core.device import auto_dtype
 from probe.core.errors import ProbeError
+from probe.encoders.tokens import pool_tokens
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ def pin_weights(encoder: Mapping[str, Any]) -> dict[str, str] | None:
     return None if commit is None else {"model": model, "revision": revision, "commit": commit}
 
 
+def has_tokens(encoder: Mapping[str, Any]) -> bool:
+    """Whether an encoder config's family can have a token sequence at all: a family module
+    that sets `TOKENS = False` (raw pixels, precomputed rows) never has; the model families
+    say per model when it is built (a CNN has none)."""
+    return bool(getattr(_family(encoder), "TOKENS", True))
+
+
 def _family(encoder: Mapping[str, Any]) -> Any:
     """The module of the config's `_target_` builder (None if it cannot be imported here:
     building the encoder then reports the problem)."""
@@ -86,6 +94,9 @@ class Encoder:
     only write the model call. `feature_dim` is the backbone's width. `block`, for families
     whose samples already are features, turns a block of samples (`Split.block`) into float32
     features at once; it must give what `embed` gives on the same rows, bit for bit.
+    The token kinds (`tokens`, `tokens.lN`) come out of `forward` as (B, T, D): `prefix_tokens`
+    of them lead each row (class, registers), and `token_pool` (`encoder.token_pool`) is the
+    G x G grid `embed_kinds` average-pools the patch tokens to (`probe/encoders/tokens.py`).
     """
 
     transform: Callable[[Any], torch.Tensor]
@@ -95,6 +106,8 @@ class Encoder:
     feature_dim: int | None = None
     kinds: tuple[str, ...] = ()
     block: Callable[[Any], Any] | None = None
+    prefix_tokens: int = 0
+    token_pool: int | None = None
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         batch = batch.to(self.device, non_blocking=True)
@@ -105,14 +118,27 @@ class Encoder:
 
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, sum of the kinds' widths) float32: every kind, concatenated in `kinds` order."""
-        parts = list(self.embed_kinds(batch).values())
+        """(B, sum of the kinds' widths) float32: every kind, concatenated in `kinds` order (a
+        token kind flattened to T x D values a row, as the cache's rows are laid out)."""
+        parts = [v.flatten(1) for v in self.embed_kinds(batch).values()]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     @torch.inference_mode()
-    def embed_kinds(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Kind -> (B, D_kind) float32; an encoder with one unnamed output gives it as ``""``."""
+    def embed_kinds(self, batch: torch.Tensor, *, pool: bool = True) -> dict[str, torch.Tensor]:
+        """Kind -> (B, D_kind) float32, (B, T, D) for a token kind, its patch grid pooled to
+        `token_pool` (unless `pool` is false); an encoder with one unnamed output gives it as
+        ``""``."""
         out = self._run(batch)
         if isinstance(out, dict):
-            return {k: out[k].float() for k in (self.kinds or out)}
-        return {self.kinds[0] if self.kinds else "": out.float()}
+            feats = {k: out[k].float() for k in (self.kinds or out)}
+        else:
+            feats = {self.kinds[0] if self.kinds else "": out.float()}
+        if not pool:
+            return feats
+        return {k: self._pooled(v) for k, v in feats.items()}
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3:
+            return x
+        return pool_tokens(x, prefix=self.prefix_tokens, pool=self.token_pool,
+                           model="the encoder")  # fmt: skip

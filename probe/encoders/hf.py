@@ -193,6 +193,7 @@ def build(
     resolution: int | None = None,
     width: int | None = None,
     trust_remote_code: bool = False,
+    token_pool: int | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     **_: Any,
@@ -241,6 +242,8 @@ def build(
         dtype=dtype,
         feature_dim=getattr(net.config, "hidden_size", None),
         kinds=kinds,
+        prefix_tokens=prefix,
+        token_pool=token_pool,
     )
 
 

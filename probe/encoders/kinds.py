@@ -26,6 +26,10 @@ weights give the same `@cls` through hf, open_clip and timm (`tests/test_one_tag
                    `cls`, `mean` or `cls+mean` of block N's output (N counts from 0; -1 is the
                    last block, -2 the one before), after the same final norm, as dinov2's
                    `get_intermediate_layers(norm=True)`; `cls.l-1` is `cls`
+    tokens, tokens.lN
+                   every token (prefix tokens first, then the patches) of the last block, or of
+                   block N, after the same final norm: T x D a row, cached as float16 and
+                   optionally pooled (`probe/encoders/tokens.py`), for `eval=attentive`
 
 The final norm is the norm the model applies last to its tokens, applied to every token, before
 any token is picked or averaged. Where the model's only final norm comes after pooling (timm's
@@ -48,25 +52,26 @@ from dataclasses import dataclass, field
 import torch
 
 from probe.core.errors import ProbeError
+from probe.encoders.tokens import TOKENS
 
 PROJECTED = "projected"
-KINDS = ("pooler_output", "cls", "mean", "cls+mean", "last4", PROJECTED)
+KINDS = ("pooler_output", "cls", "mean", "cls+mean", "last4", PROJECTED, TOKENS)
 DEFAULT = "pooler_output"
-NEED_FINAL = frozenset({"cls", "mean", "cls+mean"})  # the kinds read from the final tokens
+NEED_FINAL = frozenset({"cls", "mean", "cls+mean", TOKENS})  # read from the final tokens
 LAST_BLOCKS = 4
 # The layer kinds: `{base}.l{N}`, N a block counted from 0, or negative from the end. One
 # spelling per number (no `+3`, `03` or `-0`), so one name is one cache entry and one result tag;
 # `.`, `+` and `-` are safe in a folder name (probe/core/names.py) and `@` stays the tag separator.
 LAYER_BASES = ("cls", "mean", "cls+mean")
-LAYER = re.compile(r"(cls|mean|cls\+mean)\.l(0|-?[1-9][0-9]*)")
-LAYER_FORMS = tuple(f"{base}.lN" for base in LAYER_BASES)
+LAYER = re.compile(r"(cls|mean|cls\+mean|tokens)\.l(0|-?[1-9][0-9]*)")
+LAYER_FORMS = tuple(f"{base}.lN" for base in (*LAYER_BASES, TOKENS))
 # Each kind's definition, by number; it is in the feature cache's fingerprint
 # (probe/features/cache.py), so an entry extracted under an older definition is never reused.
 # 2 (issue 23): the token kinds are read after the model's final norm in every family; under 1,
 # hf CLIP/MLCD and open_clip gave `cls`/`mean` before it and timm's fc_norm models gave every
 # token kind without it. `pooler_output` never changed: it has no number, so its entries keep
-# their fingerprint. A layer kind counts with its base's number (`definition`); `projected` is
-# new and has none.
+# their fingerprint. A layer kind counts with its base's number (`definition`); `projected` and
+# the token cache's `tokens` are new and have none.
 DEFINITIONS = {"cls": 2, "mean": 2, "cls+mean": 2, "last4": 2}
 # Who has a projection head (`projected`), for the error that refuses it elsewhere.
 PROJECTION_HINT = (
@@ -75,6 +80,10 @@ PROJECTION_HINT = (
     "and open_clip ViTs with a projection (e.g. dfn5b_h14, openclip_bigg14)"
 )
 ALLOWED = f"{', '.join(KINDS)}, or {', '.join(LAYER_FORMS)} of block N (from 0; -1 the last)"
+NO_TOKENS = (
+    "which has no token sequence (a CNN, or a tower whose final norm is not placed); the token "
+    "cache needs a ViT, e.g. encoder=dinov2_l14 or encoder=clip_l14"
+)
 
 
 def layer_of(kind: str) -> tuple[str, int] | None:
@@ -119,6 +128,11 @@ def check_available(kinds: Sequence[str], available: Sequence[str], *, model: st
     """A kind the model cannot give is a one-line error naming the kinds it can (`projected`:
     naming the models that have a projection head)."""
     missing = [k for k in kinds if form(k) not in available]
+    if missing and form(missing[0]) in (TOKENS, f"{TOKENS}.lN") and TOKENS not in available:
+        raise KindUnavailable(
+            f"encoder.feature={missing[0]} (every token, the token cache) is not available for "
+            f"{model}, {NO_TOKENS}"
+        )
     if missing and missing[0] == PROJECTED:
         raise KindUnavailable(
             f"encoder.feature={PROJECTED} (the image embedding after a projection head) is not "
@@ -139,11 +153,11 @@ def available(
     out = [DEFAULT] + ([PROJECTED] if projected else [])
     if has_tokens:
         bases = LAYER_BASES if has_cls else ("mean",)
-        out += bases
+        out += [*bases, TOKENS]
         if has_cls and depth >= LAST_BLOCKS:
             out.append("last4")
         if depth >= 1:
-            out += [f"{base}.lN" for base in bases]
+            out += [f"{base}.lN" for base in (*bases, TOKENS)]
     return tuple(out)
 
 
@@ -192,7 +206,8 @@ class Tokens:
 
 
 def select(kinds: Sequence[str], tokens: Tokens) -> dict[str, torch.Tensor]:
-    """Every requested kind, as a (B, D_kind) tensor, in the order asked."""
+    """Every requested kind, as a (B, D_kind) tensor ((B, T, D) for the token kinds), in the
+    order asked."""
     out: dict[str, torch.Tensor] = {}
     for kind in kinds:
         layer = layer_of(kind)
@@ -212,7 +227,10 @@ def select(kinds: Sequence[str], tokens: Tokens) -> dict[str, torch.Tensor]:
 
 
 def cut(base: str, tokens: torch.Tensor, *, prefix: int) -> torch.Tensor:
-    """`cls`, `mean` or `cls+mean` of one normed token sequence (B, 1 + ..., D)."""
+    """`cls`, `mean` or `cls+mean` of one normed token sequence (B, 1 + ..., D); `tokens`: the
+    whole sequence (B, T, D), pooled later by `Encoder.embed_kinds`."""
+    if base == TOKENS:
+        return tokens
     if base == "cls":
         return tokens[:, 0]
     mean = tokens[:, prefix:].mean(dim=1)

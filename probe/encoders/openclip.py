@@ -179,6 +179,7 @@ def build(
     model_type: str | None = None,
     resolution: int | None = None,
     width: int | None = None,
+    token_pool: int | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     **_: Any,
@@ -217,4 +218,6 @@ def build(
         dtype=dtype,
         feature_dim=found,
         kinds=kinds,
+        prefix_tokens=1,
+        token_pool=token_pool,
     )

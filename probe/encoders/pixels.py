@@ -19,6 +19,9 @@ from probe.encoders.base import Encoder
 # No model, so no autocast: the features are float32 whatever encoder.dtype and the device say
 # (`probe.encoders.base.compute_dtype` records this dtype, not the asked one).
 COMPUTE_DTYPE = "float32"
+# No model, so no token sequence: the `tokens` kinds are refused before any work
+# (`probe.encoders.base.has_tokens`).
+TOKENS = False
 
 
 # torchvision 0.29 transforms/functional.py `to_tensor`: these modes keep their own dtype

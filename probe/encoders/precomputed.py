@@ -20,6 +20,9 @@ from probe.encoders.preprocess import as_tensor
 # No model, so no autocast: the features are float32 whatever encoder.dtype and the device say
 # (`probe.encoders.base.compute_dtype` records this dtype, not the asked one).
 COMPUTE_DTYPE = "float32"
+# No model, so no token sequence: the `tokens` kinds are refused before any work
+# (`probe.encoders.base.has_tokens`).
+TOKENS = False
 
 
 def _identity(batch: torch.Tensor) -> torch.Tensor:

@@ -178,6 +178,7 @@ def build(
     preprocess: dict | None = None,
     resolution: int | None = None,
     width: int | None = None,
+    token_pool: int | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     **_: Any,
@@ -204,4 +205,6 @@ def build(
         dtype=dtype,
         feature_dim=getattr(net, "num_features", None),
         kinds=kinds,
+        prefix_tokens=layout["prefix"],
+        token_pool=token_pool,
     )

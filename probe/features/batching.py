@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import torch
@@ -76,14 +77,17 @@ class AdaptiveEmbed:
     The smaller size sticks for the rest of the run (memory does not come back mid-run).
     """
 
-    def __init__(self, encoder: Encoder, *, desc: str, by_kind: bool = False) -> None:
+    def __init__(
+        self, encoder: Encoder, *, desc: str, by_kind: bool = False, pool: bool = True
+    ) -> None:
         self.encoder = encoder
         self.desc = desc
         self.limit: int | None = None
-        self.embed = encoder.embed_kinds if by_kind else encoder.embed
+        self.embed = partial(encoder.embed_kinds, pool=pool) if by_kind else encoder.embed
 
     def __call__(self, images: torch.Tensor) -> Any:
-        """(B, D) features (kind -> (B, D_kind) with `by_kind`), on the encoder's device."""
+        """(B, D) features (kind -> (B, D_kind) with `by_kind`, a token kind's (B, T, D) pooled
+        unless `pool` is false), on the encoder's device."""
         while True:
             step = self.limit or len(images)
             try:

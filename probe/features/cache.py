@@ -24,6 +24,8 @@ from probe.core.errors import ProbeError
 from probe.core.io import write_json_atomic
 from probe.core.walk import walk_files
 from probe.encoders.kinds import definition
+from probe.encoders.tokens import is_token_kind
+from probe.features.meta import feature_shape
 from probe.features.meta import problem as meta_problem
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,11 @@ FEATURE_VERSION = 1
 # Config keys that never change a feature value: names, carving, metrics, the width check, the
 # kinds extracted alongside (each kind's entry carries its own `feature`, see stage.py), and
 # `encoder.dtype`, which is what was asked: the fingerprint counts the dtype the features are
-# really computed in.
-ENCODER_IGNORED = frozenset({"name", "batch_size", "compile", "width", "features", "dtype"})
+# really computed in; `patch_size` and `prefix_tokens`, which (like `width`) describe the model
+# for the size estimates and are checked against it. `token_pool` counts only in a token kind's
+# entry, and only when set, so no other entry moved when the key was added.
+ENCODER_IGNORED = frozenset({"name", "batch_size", "compile", "width", "features", "dtype",
+                             "patch_size", "prefix_tokens"})  # fmt: skip
 DATASET_IGNORED = frozenset(
     {"name", "download", "metric", "val", "num_classes", "expected_sizes", "hint"}
 )
@@ -88,6 +93,8 @@ def fingerprint(
     if ds.get("root"):
         ds["root"] = _location(ds["root"], data_root)
     enc = {k: v for k, v in sorted(encoder.items()) if k not in ENCODER_IGNORED}
+    if enc.get("token_pool") is None or not is_token_kind(enc.get("feature")):
+        enc.pop("token_pool", None)
     number = definition(enc["feature"]) if isinstance(enc.get("feature"), str) else None
     if number is not None:
         enc["feature_definition"] = number
@@ -194,16 +201,15 @@ class CacheEntry:
         try:
             feats = np.load(self.path / "features.npy", mmap_mode="r", allow_pickle=False)
             labels = np.load(self.path / "labels.npy", mmap_mode="r", allow_pickle=False)
-            n, dim = int(meta["n"]), int(meta["dim"])
+            rows, kind = feature_shape(meta)
         except (OSError, ValueError, KeyError, TypeError) as err:
             return [f"arrays unreadable or truncated ({err})"]
-        if feats.shape != (n, dim) or feats.dtype != np.float32:
-            return [f"features.npy is {feats.dtype} {feats.shape}, meta.json says float32 "
-                    f"({n}, {dim})"]  # fmt: skip
+        if feats.shape != rows or feats.dtype != kind:
+            return [f"features.npy is {feats.dtype} {feats.shape}, meta.json says {kind} {rows}"]
         shape, dtype = label_shape(meta)
         if labels.shape != shape or labels.dtype != dtype:
             return [f"labels.npy is {labels.dtype} {labels.shape}, meta.json says {dtype} {shape}"]
-        if (self.path / "features.npy").stat().st_size != feats.offset + n * dim * 4:
+        if (self.path / "features.npy").stat().st_size != feats.offset + feats.nbytes:
             return ["features.npy has trailing bytes"]
         if not checksum:
             return []
@@ -211,7 +217,8 @@ class CacheEntry:
             return ["meta.json has no checksum (written by an older version)"]
         if file_sha256(self.path / "labels.npy") != meta["checksum"].get("labels"):
             return ["checksum mismatch in labels.npy"]
-        return verify_features(self.path / "features.npy", n=n, dim=dim, checksum=meta["checksum"])
+        return verify_features(self.path / "features.npy", layout=(rows, kind),
+                               checksum=meta["checksum"])  # fmt: skip
 
     def is_complete(
         self, *, n: int | None = None, content_hash: str | None = None, checksum: bool = True

@@ -34,6 +34,7 @@ from probe.features.batching import AdaptiveEmbed, resolve_num_workers
 from probe.features.cache import CacheEntry, file_sha256, label_layout
 from probe.features.distributed import Context, all_gather, all_ok, barrier, broadcast
 from probe.features.lock import EntryLock
+from probe.features.meta import feature_shape
 from probe.features.plan import make_plan
 
 log = logging.getLogger(__name__)
@@ -154,9 +155,7 @@ def _fill(
                                        pin=str(encoder.device).startswith("cuda"), desc=desc,
                                        shape=plan["columns"].get("sample_shape"))  # fmt: skip
         stream = loader.embedded(samples, batches, AdaptiveEmbed(encoder, desc=desc))
-    writers = {
-        k: shards.ShardWriter(e.path, dim=plan["keys"][k]["dim"]) for k, e in entries.items()
-    }
+    writers = {k: _writer(e, plan["keys"][k]) for k, e in entries.items()}
     bar = tqdm(total=sum(b - a for _, a, b, _ in batches), desc=desc, unit="img",
                dynamic_ncols=True, mininterval=1.0, disable=not ctx.main)  # fmt: skip
     try:
@@ -167,6 +166,12 @@ def _fill(
         for writer in writers.values():
             writer.close()
     return {k: w.hashes for k, w in writers.items()}
+
+
+def _writer(entry: CacheEntry, key: dict[str, Any]) -> shards.ShardWriter:
+    """The entry's writer: rows of D float32, or T x D float16 for a token kind."""
+    layout = feature_shape(key)
+    return shards.ShardWriter(entry.path, dim=shards.row_values(layout), dtype=layout[1])
 
 
 def _drain(stream, *, writers, plan, desc, bar, ahead: bool) -> None:
@@ -212,7 +217,11 @@ def _land(
         if shard not in plan["todo"][kind]:
             continue
         start, stop = plan["columns"]["spans"][kind]
-        writer.write(a, out[:, start:stop])
+        rows_out = out[:, start:stop]
+        if writer.dtype != rows_out.dtype:  # the token cache's float16
+            rows_out = rows_out.astype(writer.dtype)
+            _check_finite(rows_out, row=a, desc=desc, stored=str(writer.dtype))
+        writer.write(a, rows_out)
         if b == rows[1]:
             writer.end_shard(shard, *rows)
     if b == rows[1]:
@@ -236,10 +245,11 @@ def _finish(
     save_npy_atomic(entry.path / "labels.npy", split.labels)
     checksum["labels"] = file_sha256(entry.path / "labels.npy")
     n, dim = key["n"], key["dim"]
+    shape, dtype = feature_shape(key)
     meta = {
         "n": n,
         "dim": dim,
-        "dtype": "float32",
+        "dtype": str(dtype),
         "content_hash": key["content_hash"],
         "seconds": round(seconds, 3),
         "images_per_second": round(n / max(seconds, 1e-9), 1),
@@ -247,18 +257,28 @@ def _finish(
     }
     if split.labels.ndim != 1:  # multi-label (N x K); a single-label entry's meta is as it was
         meta["labels"] = label_layout(split.labels)
+    meta.update({k: key[k] for k in ("features", "tokens") if k in key})  # the token cache
     if about is not None:
         meta["dataset"] = about
     entry.finish(meta)
     shards.cleanup(entry.path)
-    log.info("%s: %d x %d features in %.1fs (%s)", desc, n, dim, seconds, entry.path)
+    log.info("%s: %s features in %.1fs (%s)", desc, " x ".join(map(str, shape)), seconds,
+             entry.path)  # fmt: skip
     return {**meta, "fingerprint": entry.fingerprint}
 
 
-def _check_finite(out: np.ndarray, *, row: int, desc: str) -> None:
+def _check_finite(out: np.ndarray, *, row: int, desc: str, stored: str | None = None) -> None:
+    """NaN or inf in a batch stops the extraction; `stored`: in the rows as cast for the cache
+    (float16: finite float32 values beyond its range, 65504, become inf)."""
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
         first = row + int(np.flatnonzero(bad)[0])
+        if stored is not None:
+            raise ProbeError(
+                f"{desc}: token features beyond {stored}'s range (|x| > "
+                f"{float(np.finfo(stored).max):.0f}; first bad row {first}); the token cache "
+                "stores float16: use a pooled kind (encoder.feature=cls or mean) for this model"
+            )
         raise ProbeError(
             f"{desc}: the encoder produced NaN or infinite features (first bad row {first}); "
             "try encoder.dtype=float32"

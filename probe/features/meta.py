@@ -10,14 +10,18 @@ like one with an unreadable meta.json: rebuilt by `stage=all`/`extract`, reporte
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 Check = tuple[str, type | tuple[type, ...], bool]  # (key, type, required)
 # top level: what `CacheEntry` and the probe stage read
 TOP: tuple[Check, ...] = (("n", int, True), ("dim", int, True), ("checksum", dict, False),
                           ("content_hash", str, False), ("fingerprint", dict, False),
                           ("dataset", dict, False), ("libraries", dict, False),
-                          ("labels", dict, False))  # fmt: skip
+                          ("labels", dict, False), ("features", dict, False),
+                          ("tokens", dict, False))  # fmt: skip
 # the `dataset` block (`ImageDataset.about`): what `stage=probe` reads instead of the images
 DATASET: tuple[Check, ...] = (("num_classes", int, True), ("splits", list, False),
                               ("val_rule", str, False), ("info", dict, False),
@@ -26,6 +30,13 @@ STAMP: tuple[Check, ...] = (("path", str, True), ("size", int, True), ("mtime_ns
 # the `labels` block, only for labels that are not one int64 per row (`cache.label_layout`)
 LABELS: tuple[Check, ...] = (("shape", list, True), ("dtype", str, True))
 LABEL_DTYPES = ("int8", "int16", "int32", "int64")
+# the `features` block, only for features that are not N x dim float32 (the token cache's
+# N x T x D float16, `probe/features/layout.py`); `tokens` says how its T tokens are made
+FEATURES: tuple[Check, ...] = (("shape", list, True), ("dtype", str, True))
+FEATURE_DTYPES = ("float16", "float32")
+TOKENS: tuple[Check, ...] = (("prefix", int, True), ("grid", list, True),
+                             ("patch_grid", list, False),
+                             ("pool", (int, type(None)), False))  # fmt: skip
 CHECKSUM: tuple[Check, ...] = (("algorithm", str, False), ("shard_size", int, False),
                                ("shards", list, False), ("labels", str, False))  # fmt: skip
 
@@ -42,7 +53,7 @@ def problem(meta: Any) -> str | None:
     why = _fields(meta.get("checksum", {}), CHECKSUM, "checksum.")
     if why:
         return why
-    why = _labels(meta)
+    why = _labels(meta) or _features(meta)
     if why:
         return why
     about = meta.get("dataset")
@@ -72,6 +83,44 @@ def _labels(meta: dict[str, Any]) -> str | None:
     if not shape or shape[0] != meta["n"] or not dims_ok or dtype not in LABEL_DTYPES:
         return f"has labels={block!r} (shape [n={meta['n']}, K, ...], an integer dtype)"
     return None
+
+
+def _features(meta: dict[str, Any]) -> str | None:
+    """The `features` block: [n, ..., dim] of whole numbers >= 1, a float dtype; the `tokens`
+    block: its prefix and grid make the rows' T tokens."""
+    block = meta.get("features")
+    if block is not None:
+        why = _fields(block, FEATURES, "features.")
+        if why:
+            return why
+        shape = block["shape"]
+        dims_ok = all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape[1:])
+        if (len(shape) < 2 or shape[0] != meta["n"] or shape[-1] != meta["dim"] or not dims_ok
+                or block["dtype"] not in FEATURE_DTYPES):  # fmt: skip
+            return (f"has features={block!r} (shape [n={meta['n']}, ..., dim={meta['dim']}], "
+                    "float16)")  # fmt: skip
+    tokens = meta.get("tokens")
+    if tokens is None:
+        return None
+    why = _fields(tokens, TOKENS, "tokens.")
+    if why:
+        return why
+    rows = feature_shape(meta)[0]
+    side = tokens["grid"]
+    whole = all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in side)
+    made = tokens["prefix"] + math.prod(side) if whole else -1
+    if len(rows) != 3 or len(side) != 2 or made != rows[1]:
+        return f"has tokens={tokens!r}, which do not make the {rows[1:]} rows of features"
+    return None
+
+
+def feature_shape(meta: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype features.npy must have: the `features` block's, else (n, dim)
+    float32 (meta.json, or the key of an extraction being written, `probe/features/shards.py`)."""
+    block = meta.get("features")
+    if block is None:
+        return (int(meta["n"]), int(meta["dim"])), np.dtype(np.float32)
+    return tuple(int(d) for d in block["shape"]), np.dtype(block["dtype"])
 
 
 def _fields(block: dict[str, Any], checks: tuple[Check, ...], prefix: str) -> str | None:

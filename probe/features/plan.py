@@ -2,9 +2,10 @@
 
 The plan is what every rank then follows (it is broadcast): per entry its key (what
 `partial.json` must match to resume), the shards still to do and the hashes of those already
-done (verified against their bytes), the columns of its kind in the encoder's one output, the
-bytes of one transformed sample (the prefetch budget counts in them) and the union of shards
-the ranks share round-robin.
+done (verified against their bytes), the columns of its kind in the encoder's one output (a
+token kind's T x D values a row flattened, `probe/features/layout.py`), the bytes of one
+transformed sample (the prefetch budget counts in them) and the union of shards the ranks share
+round-robin.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from probe.core.errors import ProbeError
 from probe.datasets.base import Split
 from probe.encoders.base import Encoder
 from probe.features import shards
-from probe.features.batching import AdaptiveEmbed
 from probe.features.cache import CacheEntry
+from probe.features.layout import layouts
 from probe.features.lock import EntryLock
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,10 @@ def make_plan(
         columns = _columns(encoder, split, list(todo), desc)
         keys, shard_todo, hashes = {}, {}, {}
         for kind, entry in todo.items():
-            start, stop = columns["spans"][kind]
-            key = {"n": len(split), "dim": stop - start,
+            layout = columns["layouts"].pop(kind)
+            key = {"n": len(split), "dim": layout.shape[-1],
                    "shard_size": shard_size, "content_hash": split.content_hash(),
-                   "fingerprint": entry.fingerprint}  # fmt: skip
+                   "fingerprint": entry.fingerprint, **layout.key(len(split))}  # fmt: skip
             done = shards.prepare(entry.path, key=key)
             n_shards = len(shards.shard_ranges(key["n"], shard_size))
             keys[kind], hashes[kind] = json_safe(key), done
@@ -74,20 +75,22 @@ def json_safe(obj: Any) -> Any:
 
 
 def _columns(encoder: Encoder, split: Split, kinds: list[str], desc: str) -> dict[str, Any]:
-    """One sample through the encoder: each kind's [start, stop) columns in `embed`'s output.
+    """One sample through the encoder: each kind's [start, stop) columns in `embed`'s output
+    and its row's layout (popped by `make_plan` into the key: the broadcast plan holds JSON).
 
     An encoder with one output fills any single entry (the unnamed kind ``""`` of pixels).
     """
     one = encoder.transform(split.load(split.items[0]))
-    sample = one.unsqueeze(0)
+    rows = layouts(encoder, one, desc=desc)
     spans, width = {}, 0
-    for name, feats in AdaptiveEmbed(encoder, desc=desc, by_kind=True)(sample).items():
-        spans[name], width = [width, width + int(feats.shape[1])], width + int(feats.shape[1])
+    for name, layout in rows.items():
+        spans[name], width = [width, width + layout.values], width + layout.values
     only = [0, width] if len(spans) == 1 else None
-    out = {}
+    out, found = {}, {}
     for kind in kinds:
         out[kind] = spans.get(kind, only)
+        found[kind] = rows.get(kind, next(iter(rows.values())) if only else None)
         if out[kind] is None:
             raise ProbeError(f"{desc}: the encoder gives {list(spans)}, not the kind {kind!r}")
     return {"spans": out, "width": width, "sample_bytes": one.numel() * one.element_size(),
-            "sample_shape": list(one.shape)}  # fmt: skip
+            "sample_shape": list(one.shape), "layouts": found}  # fmt: skip

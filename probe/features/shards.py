@@ -3,10 +3,11 @@
 A split of N rows is cut into shards of `shard_size` rows. While an entry is unfinished it
 holds
 
-    features.npy    N x D float32, preallocated (so a full disk fails up front), filled in
+    features.npy    N x D float32 (N x T x D float16 for the token cache: the key's
+                    `features` block), preallocated (so a full disk fails up front), filled in
                     place row range by row range with pwrite; never read without meta.json
-    partial.json    what is being written (fingerprint, n, dim, shard_size): a rerun resumes
-                    only an extraction of exactly the same thing
+    partial.json    what is being written (fingerprint, n, dim, shard_size, the layout): a
+                    rerun resumes only an extraction of exactly the same thing
     progress/       one small JSON per finished shard: rows and the SHA-256 of their bytes,
                     written (atomically) only after the rows are on disk
 
@@ -36,6 +37,9 @@ from numpy.lib.format import open_memmap
 
 from probe.core.errors import ProbeError
 from probe.core.io import disk_error
+from probe.features.meta import feature_shape
+
+Layout = tuple[tuple[int, ...], np.dtype]  # features.npy's shape and dtype (`meta.feature_shape`)
 
 log = logging.getLogger(__name__)
 PARTIAL = "partial.json"
@@ -53,13 +57,21 @@ def data_offset(path: Path) -> int:
     return int(np.load(path, mmap_mode="r", allow_pickle=False).offset)
 
 
-def hash_rows(path: Path, start: int, stop: int, *, dim: int, offset: int) -> str:
-    """SHA-256 of rows [start, stop) of a float32 .npy, hashed straight from the page cache."""
+def row_values(layout: Layout) -> int:
+    """Values in one row: D, or T x D for the token cache."""
+    return int(np.prod(layout[0][1:], dtype=np.int64))
+
+
+def hash_rows(
+    path: Path, start: int, stop: int, *, dim: int, offset: int, dtype: Any = np.float32
+) -> str:
+    """SHA-256 of rows [start, stop) of a .npy of `dim` values a row (float32, or the token
+    cache's float16), hashed straight from the page cache."""
     h = hashlib.new(HASH)
     if stop <= start:
         return h.hexdigest()
-    arr = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=(stop, dim))
-    step = max(1, _CHUNK // (dim * 4))
+    arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(stop, dim))
+    step = max(1, _CHUNK // (dim * arr.itemsize))
     for a in range(start, stop, step):
         h.update(memoryview(np.ascontiguousarray(arr[a : min(a + step, stop)])).cast("B"))
     del arr
@@ -84,15 +96,17 @@ def _resumable(entry: Path, key: dict[str, Any]) -> bool:
     except (OSError, ValueError):
         return False
     want = json.loads(json.dumps(key, default=str))
-    return partial == want and feats.shape == (key["n"], key["dim"]) and feats.dtype == np.float32
+    shape, dtype = feature_shape(key)
+    return partial == want and feats.shape == shape and feats.dtype == dtype
 
 
 def prepare(entry: Path, *, key: dict[str, Any]) -> dict[int, str]:
     """Make `entry` ready to receive rows; returns the shards already done (verified): index ->
     the hash of its rows.
 
-    `key` holds n, dim, shard_size and the fingerprint: a partial entry is resumed only if
-    its key is identical, else it is wiped and preallocated afresh.
+    `key` holds n, dim, shard_size and the fingerprint (and for the token cache the
+    `features` and `tokens` blocks): a partial entry is resumed only if its key is identical,
+    else it is wiped and preallocated afresh.
     """
     from probe.core.io import fsync_dir, write_json_atomic
 
@@ -103,7 +117,8 @@ def prepare(entry: Path, *, key: dict[str, Any]) -> dict[int, str]:
     feats = entry / "features.npy"
     try:
         (entry / PROGRESS).mkdir(parents=True)
-        mm = open_memmap(feats, mode="w+", dtype=np.float32, shape=(key["n"], key["dim"]))
+        shape, dtype = feature_shape(key)
+        mm = open_memmap(feats, mode="w+", dtype=dtype, shape=shape)
         del mm
         with open(feats, "rb+") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -120,11 +135,13 @@ def prepare(entry: Path, *, key: dict[str, Any]) -> dict[int, str]:
 def _verified_done(entry: Path, key: dict[str, Any]) -> dict[int, str]:
     feats = entry / "features.npy"
     offset, ranges = data_offset(feats), shard_ranges(key["n"], key["shard_size"])
+    layout = feature_shape(key)
+    dim, dtype = row_values(layout), layout[1]
     done = {}
     for i, rec in progress_records(entry).items():
         if i >= len(ranges) or [rec.get("start"), rec.get("stop")] != list(ranges[i]):
             continue
-        if hash_rows(feats, *ranges[i], dim=key["dim"], offset=offset) == rec.get(HASH):
+        if hash_rows(feats, *ranges[i], dim=dim, offset=offset, dtype=dtype) == rec.get(HASH):
             done[i] = rec[HASH]
         else:
             log.warning("%s: shard %d (rows %d-%d) does not match its record: redoing", entry, i,
@@ -143,10 +160,11 @@ class ShardWriter:
     finishing rank gets it over the process group, the on-disk record is for a resume.
     """
 
-    def __init__(self, entry: Path, *, dim: int) -> None:
+    def __init__(self, entry: Path, *, dim: int, dtype: Any = np.float32) -> None:
         self.entry = entry
         self.path = entry / "features.npy"
-        self.dim = dim
+        self.dim = dim  # values a row (T x D for the token cache)
+        self.dtype = np.dtype(dtype)
         self.offset = data_offset(self.path)
         self.fd = os.open(self.path, os.O_RDWR)
         self.hasher = hashlib.new(HASH)
@@ -155,10 +173,10 @@ class ShardWriter:
         self._flush: Future | None = None
 
     def write(self, row: int, out: np.ndarray) -> None:
-        arr = np.ascontiguousarray(out, dtype=np.float32)
+        arr = np.ascontiguousarray(out, dtype=self.dtype)
         self.hasher.update(arr)
         data = memoryview(arr).cast("B")
-        pos = self.offset + row * self.dim * 4
+        pos = self.offset + row * self.dim * self.dtype.itemsize
         try:
             while len(data):
                 written = os.pwrite(self.fd, data, pos)
@@ -223,17 +241,18 @@ def cleanup(entry: Path) -> None:
     (entry / PARTIAL).unlink(missing_ok=True)
 
 
-def verify_features(path: Path, *, n: int, dim: int, checksum: dict[str, Any]) -> list[str]:
+def verify_features(path: Path, *, layout: Layout, checksum: dict[str, Any]) -> list[str]:
     """Re-hash every shard of a finished features.npy (about 1 GB/s) against meta.json."""
     start_t = time.perf_counter()
     offset = data_offset(path)
+    n, dim, dtype = layout[0][0], row_values(layout), layout[1]
     expected = checksum.get("shards") or []
     ranges = shard_ranges(n, int(checksum.get("shard_size") or max(n, 1)))
     if checksum.get("algorithm") != HASH or len(expected) != len(ranges):
         return [f"meta.json's checksum block is malformed ({len(expected)} shard hashes)"]
     for i, (a, b) in enumerate(ranges):
-        if hash_rows(path, a, b, dim=dim, offset=offset) != expected[i]:
+        if hash_rows(path, a, b, dim=dim, offset=offset, dtype=dtype) != expected[i]:
             return [f"checksum mismatch in rows {a}-{b - 1} of {path.name} (shard {i})"]
     seconds = time.perf_counter() - start_t
-    log.debug("verified %s: %.2f GB in %.2fs", path, n * dim * 4 / 1e9, seconds)
+    log.debug("verified %s: %.2f GB in %.2fs", path, n * dim * dtype.itemsize / 1e9, seconds)
     return []

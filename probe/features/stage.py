@@ -27,6 +27,7 @@ from probe.features.cache import CacheEntry, entry_for, fingerprint, library_dri
 from probe.features.distributed import Context, broadcast
 from probe.features.extract import DEFAULT_SHARD_SIZE, extract_entries
 from probe.features.loader import DEFAULT_PREFETCH_MB
+from probe.features.space import check_token_space
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,8 @@ def ensure_features(
         encoder = compile_encoder(encoder)
     if len(kinds) > 1:
         log.info("one pass over the images fills the entries of %s", ", ".join(kinds))
+    to_fill = {s: {k: by_kind[k][s] for k in ks} for s, ks in plan["todo"].items()}
+    check_token_space(cfg, dataset, encoder, to_fill, ctx=ctx)  # before any row of a token kind
     for split, todo in plan["todo"].items():
         extract_entries(
             encoder=encoder,

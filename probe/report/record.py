@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -14,10 +15,12 @@ from typing import Any
 from probe import __version__
 from probe.core.io import write_json_atomic
 from probe.core.paths import config_dir
+from probe.core.tokens import is_token_kind
 
 DEFAULT_FEATURE = "pooler_output"
 DEFAULT_PROTOCOL = "clip"
 NORMALIZE_TAGS = ("l2",)
+POOL_TAG = re.compile(r"pool([1-9][0-9]*)")  # `@pool8`: encoder.token_pool=8 (the token cache)
 LINEAR = "linear"
 REQUIRED_FIELDS = (
     "encoder", "dataset", "eval", "metric", "n_train", "n_val", "n_test", "num_classes",
@@ -49,13 +52,17 @@ def result_name(encoder: Any, probe: Any, *, protocol: str | None = None) -> str
 
     The encoder config's name, tagged with a feature kind other than `pooler_output`, with
     probe-time normalisation other than `none` and with a protocol card other than `clip`:
-    `dinov2_l14`, `dinov2_l14@last4`, `dinov2_l14@last4@l2`, `dinov2_l14@cls@dinov2`. Runs
-    that differ only in those never share a result file.
+    `dinov2_l14`, `dinov2_l14@last4`, `dinov2_l14@last4@l2`, `dinov2_l14@cls@dinov2`; a
+    pooled token cache with its pool, `dinov2_l14@tokens@pool8`. Runs that differ only in
+    those never share a result file.
     """
     name = str(encoder.get("name"))
     feature = encoder.get("feature")
     if feature and feature != DEFAULT_FEATURE:
         name += f"@{feature}"
+    pool = encoder.get("token_pool")
+    if pool is not None and is_token_kind(feature):
+        name += f"@pool{pool}"
     normalize = (probe or {}).get("normalize") or "none"
     if normalize != "none":
         name += f"@{normalize}"
@@ -70,6 +77,8 @@ def name_overrides(name: str) -> list[str]:
     for tag in tags:
         if tag in NORMALIZE_TAGS:
             out.append(f"probe.normalize={tag}")
+        elif POOL_TAG.fullmatch(tag):
+            out.append(f"encoder.token_pool={POOL_TAG.fullmatch(tag).group(1)}")
         elif tag in cards:
             out.append(f"protocol={tag}")
         else:
