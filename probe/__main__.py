@@ -44,18 +44,22 @@ OmegaConf.register_new_resolver("probe_name", log_dir_name, replace=True)
 
 
 def summary(record: dict) -> str:
-    """The headline numbers of a result, whatever its evaluation."""
+    """The headline numbers of a result, whatever its evaluation: the score with its interval
+    at what val chose (C, k, or a trained head's lr and wd), or few-shot's mean per k."""
     metric = record["metric"]
-    if record["eval"] in ("linear", "knn"):
-        low, high = record["score_ci"]
-        chosen = f"C={record['C']:.3g}" if record["eval"] == "linear" else f"k={record['k']}"
-        return (
-            f"{metric} {record['score']:.2f}% [{low:.2f}, {high:.2f}] at {chosen} (chosen on val)"
+    if "by_k" in record:  # few-shot: one mean per shot count
+        return f"{metric} " + ", ".join(
+            f"{k}-shot: {v['mean']:.2f}%" + ("" if v["std"] is None else f" +- {v['std']:.2f}")
+            for k, v in record["by_k"].items()
         )
-    return f"{metric} " + ", ".join(
-        f"{k}-shot: {v['mean']:.2f}%" + ("" if v["std"] is None else f" +- {v['std']:.2f}")
-        for k, v in record["by_k"].items()
-    )
+    low, high = record["score_ci"]
+    if "C" in record:
+        chosen = f"C={record['C']:.3g}"
+    elif "k" in record:
+        chosen = f"k={record['k']}"
+    else:  # a trained head: eval=attentive, eval=sgd_linear
+        chosen = f"lr={record['lr']:.3g}, wd={record['wd']:.3g}"
+    return f"{metric} {record['score']:.2f}% [{low:.2f}, {high:.2f}] at {chosen} (chosen on val)"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

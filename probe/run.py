@@ -24,6 +24,7 @@ from probe.core.names import check_run_names
 from probe.datasets.base import DatasetFacts
 from probe.encoders.base import compute_dtype
 from probe.encoders.kinds import KindUnavailable
+from probe.evaluations.attentive import check_settings
 from probe.evaluations.cards import Rules
 from probe.evaluations.metrics import refuse_score_metric
 from probe.evaluations.multilabel import refuse_single_label
@@ -104,7 +105,10 @@ def check_eval_input(cfg: DictConfig) -> None:
     extraction. Your own features (`encoder=precomputed`) are checked by their shape;
     `stage=extract` fills any kind's cache, whatever `eval` says."""
     takes = str(cfg.eval.get("input", "pooled"))
-    if cfg.encoder.get("user_features", False) or cfg.get("stage", "all") == "extract":
+    if cfg.get("stage", "all") == "extract":
+        return
+    check_settings(cfg.eval, width=cfg.encoder.get("width"))  # a trained head's own settings
+    if cfg.encoder.get("user_features", False):
         return
     feature = str(cfg.encoder.get("feature") or "")
     if (takes == "tokens") != feature.startswith(TOKEN_KINDS):

@@ -368,3 +368,30 @@ def test_the_attentive_table_puts_linear_beside_attentive(tmp_path) -> None:
     assert cells[1].startswith(f"{lin:.2f} ± ") and cells[2].startswith(f"{att:.2f} ± ")
     assert cells[3].startswith(f"{att - lin:+.2f} [")
     assert paths["csv"].read_text().count("\n") == 3
+
+
+def test_the_cli_summary_line_of_a_trained_head() -> None:
+    """`python -m probe eval=attentive` ended in a KeyError ('by_k') after writing its result:
+    the summary line took every evaluation but linear and k-NN for few-shot."""
+    from probe.__main__ import summary
+
+    rec = {"metric": "top1", "eval": "attentive", "score": 50.0, "score_ci": [16.7, 83.3],
+           "lr": 5e-4, "wd": 8e-3}  # fmt: skip
+    assert summary(rec) == "top1 50.00% [16.70, 83.30] at lr=0.0005, wd=0.008 (chosen on val)"
+    assert "lr=0.1, wd=0" in summary({**rec, "eval": "sgd_linear", "lr": 0.1, "wd": 0.0})
+
+
+def test_a_trained_heads_settings_are_refused_before_extraction(dirs, tmp_path) -> None:
+    """eval.warmup_epochs beyond eval.epochs, or heads that cannot divide the encoder's width,
+    used to fail only after the tokens were extracted."""
+    from conftest import compose_cfg
+
+    from probe.core.errors import ProbeError
+    from probe.run import run
+
+    base = [*dirs, "encoder=dinov2_l14", "encoder.feature=tokens", "eval=attentive"]
+    with pytest.raises(ProbeError, match=r"eval.warmup_epochs=5 must be in 0..eval.epochs=2"):
+        run(compose_cfg([*base, "eval.epochs=2"]))
+    with pytest.raises(ProbeError, match=r"eval.heads=7 must divide the token width 1024"):
+        run(compose_cfg([*base, "eval.heads=7"]))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "data").exists()

@@ -83,6 +83,20 @@ def check_tokens(task: Task, *, name: str, prefix: str) -> tuple[int, int, int]:
     return shape[0] - skip, shape[1], skip
 
 
+def check_settings(settings: Any, *, width: int | None) -> None:
+    """The trained heads' own settings, from the config alone, before anything is extracted:
+    the schedule, and the attention heads against the encoder's width when the config names
+    it (the tokens' width is checked again when they are read)."""
+    if settings.get("epochs") is None:  # not a trained head's config (linear, knn, fewshot)
+        return
+    _schedule(epochs=settings.get("epochs"), warmup_epochs=settings.get("warmup_epochs", 0),
+              start_lr=settings.get("start_lr"), final_lr=settings.get("final_lr", 0.0),
+              first_step=settings.get("first_step", 1))  # fmt: skip
+    if settings.get("pooler") is not None and width:
+        check_heads(int(width), settings.get("heads"), settings.get("queries", 1),
+                    str(settings.get("pooler")))  # fmt: skip
+
+
 def check_heads(width: int, heads: int | None, queries: int, pooler: str) -> int:
     if pooler not in POOLERS:
         raise ProbeError(f"eval.pooler={pooler!r} is not valid; allowed: {', '.join(POOLERS)}")
