@@ -18,14 +18,13 @@ val}/` and `scenes/CLEVR_{train,val}_scenes.json`) and gives each image's object
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset
-from probe.datasets.common import Meta, assemble, file_split
+from probe.datasets.common import Meta, assemble, file_split, require_root
 from probe.datasets.torchvision_ds import open_torchvision
 
 SOURCE = {"train": "train", "test": "val"}  # our split -> the CLEVR split it is drawn from
@@ -53,12 +52,7 @@ def build(
     **cfg: Any,
 ) -> ImageDataset:
     meta = Meta.of(cfg)
-    base = Path(root).expanduser()
-    if not download and not base.exists():
-        raise ProbeError(
-            f"dataset {meta.name}: directory {base} does not exist. {hint} "
-            f"Or set data_root=DIR (currently it resolves to {base.parent})."
-        )
+    base = require_root(root, dataset=meta.name, hint=hint, download=download)
     rng = np.random.Generator(np.random.PCG64(split_seed))
     counts = {"train": train_count, "test": test_count}
     splits = {}

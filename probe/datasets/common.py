@@ -37,6 +37,17 @@ def require_dir(path: Path, *, dataset: str, fix: str) -> Path:
     return path
 
 
+def require_root(root: str | Path, *, dataset: str, hint: str, download: bool) -> Path:
+    """A dataset config's `root`, which must exist unless a download may create it."""
+    path = Path(root).expanduser()
+    if not download and not path.exists():
+        raise ProbeError(
+            f"dataset {dataset}: directory {path} does not exist. {hint} "
+            f"Or set data_root=DIR (currently it resolves to {path.parent})."
+        )
+    return path
+
+
 def require_file(path: Path, *, dataset: str, fix: str) -> Path:
     if not path.is_file():
         raise ProbeError(f"dataset {dataset}: split file {path} does not exist. {fix}")

@@ -11,14 +11,12 @@ other images than the paper's. The rest of each class is used by neither split.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from probe.core.errors import ProbeError
 from probe.datasets.base import ImageDataset
-from probe.datasets.common import Meta, assemble, file_split
+from probe.datasets.common import Meta, assemble, file_split, require_root
 from probe.datasets.splits import per_class_subsets
 from probe.datasets.torchvision_ds import open_torchvision
 
@@ -34,9 +32,7 @@ def build(
     **cfg: Any,
 ) -> ImageDataset:
     meta = Meta.of(cfg)
-    base = Path(root).expanduser()
-    if not download and not base.exists():
-        raise ProbeError(f"dataset {meta.name}: directory {base} does not exist. {hint}")
+    base = require_root(root, dataset=meta.name, hint=hint, download=download)
     ds = open_torchvision(cls_name="EuroSAT", root=base, download=download, dataset=meta.name,
                           hint=hint, kwargs={})  # fmt: skip
     paths = [p for p, _ in ds.samples]

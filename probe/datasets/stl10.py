@@ -20,7 +20,7 @@ from PIL import Image
 from probe.core.errors import ProbeError
 from probe.core.images import to_rgb
 from probe.datasets.base import ImageDataset, Split
-from probe.datasets.common import Meta, assemble, require_file
+from probe.datasets.common import Meta, assemble, require_file, require_root
 from probe.datasets.torchvision_ds import open_torchvision
 
 FOLDS = 10
@@ -68,9 +68,7 @@ def build(
             f"own name (dataset.name=stl10_fold{fold}) so its features and result do not "
             "replace the whole train set's"
         )
-    base = Path(root).expanduser()
-    if not download and not base.exists():
-        raise ProbeError(f"dataset {meta.name}: directory {base} does not exist. {hint}")
+    base = require_root(root, dataset=meta.name, hint=hint, download=download)
     sets = {s: open_torchvision(cls_name="STL10", root=base, download=download,
                                 dataset=meta.name, hint=hint, kwargs={"split": s})
             for s in ("train", "test")}  # fmt: skip

@@ -20,7 +20,7 @@ from PIL import Image
 from probe.core.errors import ProbeError
 from probe.core.images import to_rgb
 from probe.datasets.base import ImageDataset, Split
-from probe.datasets.common import Meta, assemble, file_split
+from probe.datasets.common import Meta, assemble, file_split, require_root
 
 # torchvision's private attributes holding the file list, per class family, tried in order.
 PAIR_ATTRS = ("samples", "_samples")  # lists of (path, label)
@@ -107,12 +107,7 @@ def build(
 ) -> ImageDataset:
     """Build from `splits`: a map of our split name to the torchvision constructor kwargs."""
     meta = Meta.of(cfg)
-    root_path = Path(root).expanduser()
-    if not download and not root_path.exists():
-        raise ProbeError(
-            f"dataset {meta.name}: directory {root_path} does not exist. {hint} "
-            f"Or set data_root=DIR (currently it resolves to {root_path.parent})."
-        )
+    root_path = require_root(root, dataset=meta.name, hint=hint, download=download)
     out: dict[str, Split] = {}
     classes = None
     for split, kwargs in splits.items():
