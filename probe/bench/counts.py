@@ -47,18 +47,28 @@ class _Optimize:
         return res
 
 
-@contextlib.contextmanager
-def sklearn_counting() -> Iterator[dict[str, float]]:
-    """Counts and times scikit-learn's loss-and-gradient evaluations inside the block."""
-    from sklearn.linear_model import _logistic
+SKLEARN = "sklearn.linear_model._logistic"
+# scikit-learn-intelex 2026.2.0 keeps scipy's L-BFGS-B and hands it oneDAL's loss and
+# gradient (`_daal4py_loss_and_grad`): `daal4py/sklearn/linear_model/logistic_path.py`,
+# line 53 `import scipy.optimize as optimize`, lines 367-380 `optimize.minimize(func, w0,
+# method="L-BFGS-B", jac=True, ...)`; one call of func is one pass over X in X's dtype
+SKLEARNEX = "daal4py.sklearn.linear_model.logistic_path"
 
+
+@contextlib.contextmanager
+def sklearn_counting(module: str = SKLEARN) -> Iterator[dict[str, float]]:
+    """Counts and times the loss-and-gradient evaluations that `module` (scikit-learn's or
+    scikit-learn-intelex's logistic path) hands scipy's L-BFGS-B inside the block."""
+    import importlib
+
+    where = importlib.import_module(module)
     tally = {"passes": 0, "nfev": 0, "float64": 0.0}
-    real = _logistic.optimize
-    _logistic.optimize = _Optimize(real, tally)
+    real = where.optimize
+    where.optimize = _Optimize(real, tally)
     try:
         yield tally
     finally:
-        _logistic.optimize = real
+        where.optimize = real
 
 
 def torch_counts(counter: Any, seconds: float) -> dict[str, Any]:
@@ -83,11 +93,17 @@ def sklearn_counts(tally: dict[str, float], seconds: float) -> dict[str, Any]:
 
 
 def counts_for(backend: str, solver: Any, tally: dict[str, float] | None, seconds: float):
-    """The columns for one backend's run; cuML runs on the GPU in one opaque call: n/a."""
+    """The columns for one backend's run: torch's counter, scipy's evaluations (sklearn,
+    sklearnex), cyanure's epochs; cuML runs on the GPU in one opaque call: n/a."""
     if backend == "torch":
         return torch_counts(solver.counter, seconds)
-    if backend == "sklearn" and tally is not None:
+    if tally is not None:
         return sklearn_counts(tally, seconds)
+    if hasattr(solver, "epochs"):
+        why = ("cyanure reports epochs (passes of its incremental solver over X, duality-gap "
+               "checks not counted) and no time by precision")  # fmt: skip
+        return {"passes": solver.epochs, "passes_by_kind": {"epochs": solver.epochs},
+                "f32_share": None, "f64_share": None, "why_na": why}  # fmt: skip
     why = "cuML's quasi-Newton runs in one native call that reports iterations only"
     return {"passes": None, "passes_by_kind": {}, "f32_share": None, "f64_share": None,
             "why_na": why}  # fmt: skip

@@ -81,7 +81,8 @@ def digits() -> Problem:
 # class-mean spread: 0.12 gives about 80% test accuracy at the CIFAR-100 shape (measured on a
 # 20,000-row draw); ImageNet's 1,000 classes crowd more, so they are spread wider; `strong`
 # is narrower (256) and its rows of norm 100 move the best C by 1e-4 (C R^2 is invariant)
-SEPARATION = {"cifar100": 0.12, "imagenet": 0.16, "strong": 0.2}
+SEPARATION = {"cifar100": 0.12, "imagenet": 0.16, "strong": 0.2, "fine": 0.15,
+              "imagenet-small": 0.24}  # fmt: skip
 # (train rows, test rows, width, classes, row norm, note) of each synthetic problem
 SHAPES = {
     "cifar100": (50_000, 10_000, 1024, 100, 1.0, "CIFAR-100 shape"),
@@ -90,9 +91,14 @@ SHAPES = {
                      "ImageNet classes and width, 64 images per class (CPU subsample)"),
     "strong": (10_000, 10_000, 256, 100, 100.0,
                "rows of norm 100 (un-normalised features): best C below 0.01"),
+    "fine": (6_667, 3_333, 768, 100, 1.0,
+             "fine-grained shape: FGVC-Aircraft's trainval and test sizes, ViT-B width"),
+    "imagenet-small": (16_000, 10_000, 512, 1000, 1.0,
+                       "ImageNet's classes, 16 rows per class, width 512: small enough for "
+                       "scikit-learn's search on CPU"),
 }  # fmt: skip
 QUICK = {"rows": 4_000, "rows_per_class": 8, "test": 2_000, "width": 256}
-PROBLEMS = ("digits", "cifar100", "strong", "imagenet")
+PROBLEMS = ("digits", "cifar100", "strong", "fine", "imagenet-small", "imagenet")
 
 
 def build(

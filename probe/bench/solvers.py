@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from probe.bench import counts, problems
+from probe.bench import counts, peers, problems
+from probe.bench.solver_report import LEGEND, jsonable, table
 from probe.core.errors import ProbeError
 from probe.datasets.splits import stratified_holdout
 from probe.evaluations.linear import GRID, refit_and_test, search
 from probe.solvers.base import Fit, certify
 
 log = logging.getLogger(__name__)
-BACKENDS = ("sklearn", "torch", "cuml")
+BACKENDS = ("sklearn", "torch", "cuml", "sklearnex", "cyanure")
 # Two float64 sums of the same objective over millions of terms differ in the last bits: a
 # relative difference this small counts as equal ("at or below").
 ROUNDING = 1e-12
@@ -54,6 +55,8 @@ def make_solver(backend: str, device: str) -> Any:
         from probe.solvers.cuml import CumlSolver
 
         return CumlSolver()
+    if backend in peers.PEERS:
+        return peers.make(backend)
     raise ProbeError(f"--backends: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
 
 
@@ -63,12 +66,15 @@ def run_backend(backend: str, device: str, prob: problems.Problem) -> dict[str, 
     train = (prob.X[keep], prob.y[keep])
     val = (prob.X[hold], prob.y[hold])
     solver = make_solver(backend, device)
-    counting = counts.sklearn_counting() if backend == "sklearn" else contextlib.nullcontext()
-    with counting as tally:
+    with _counting(backend) as tally:
         start = time.perf_counter()
         found, test_score, final = _search_and_refit(solver, prob, train, val)
         seconds = time.perf_counter() - start
     fits = {float(GRID[k]): f for k, f in found.fits.items()}
+    if backend == "sklearnex" and not tally["passes"]:
+        raise ProbeError("scikit-learn-intelex ran none of its own loss evaluations (it fell "
+                         "back to stock scikit-learn); its row would be scikit-learn's: see "
+                         "the sklearnex logger's messages for why")  # fmt: skip
     return {
         "backend": backend,
         "device": "cuda" if backend == "cuml" else device,
@@ -82,6 +88,20 @@ def run_backend(backend: str, device: str, prob: problems.Problem) -> dict[str, 
         "iterations": sum(f.iterations for f in fits.values()) + final.iterations,
         **counts.counts_for(backend, solver, tally, seconds),
     }
+
+
+def _counting(backend: str):
+    """scipy's evaluations counted where a backend runs scipy's L-BFGS-B (`counts`)."""
+    if backend == "sklearn":
+        return counts.sklearn_counting()
+    if backend == "sklearnex":
+        return counts.sklearn_counting(counts.SKLEARNEX)
+    return contextlib.nullcontext()
+
+
+def missing_row(backend: str, why: str) -> dict[str, Any]:
+    """A peer that cannot run here: its row says n/a and how to install it."""
+    return {"backend": backend, "why_na": why}
 
 
 def _search_and_refit(solver: Any, prob: problems.Problem, train: tuple, val: tuple):
@@ -117,53 +137,37 @@ def tight_objective(prob: problems.Problem, C: float, starts: list[Fit]) -> floa
 
 
 def summarise(prob: problems.Problem, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Untimed: float64 objectives, gap at the chosen C, per-C comparison with sklearn."""
-    by_backend = {r["backend"]: r for r in rows}
-    for r in rows:
+    """Untimed: float64 objectives, gap at the chosen C, and per C the objective against
+    scikit-learn's (`vs_sklearn`) and torch's against each other backend's (`torch_vs`)."""
+    ran = [r for r in rows if "seconds" in r]
+    for r in ran:
         X, y = r["train"]
         r["objectives"] = {C: objective_fast(X, y, f, C) for C, f in r["fits"].items()}
-    ref = by_backend.get("sklearn")
-    for r in rows:
-        finals = [o["final"] for o in rows if o["C"] == r["C"]]
+    by_backend = {r["backend"]: r for r in ran}
+    ref, ours = by_backend.get("sklearn"), by_backend.get("torch")
+    for r in ran:
+        finals = [o["final"] for o in ran if o["C"] == r["C"]]
         opt = tight_objective(prob, r["C"], finals)
         final_obj = objective_fast(prob.X, prob.y, r["final"], r["C"])
         r["gap"] = (final_obj - opt) / abs(opt)
         if ref is not None and r is not ref:
-            common = sorted(set(r["objectives"]) & set(ref["objectives"]))
-            rel = [(r["objectives"][C] - ref["objectives"][C]) / abs(ref["objectives"][C])
-                   for C in common]  # fmt: skip
-            r["vs_sklearn"] = {"common_C": len(common),
-                               "at_or_below": sum(d <= ROUNDING for d in rel),
-                               "max_rel_diff": max(rel) if rel else None}  # fmt: skip
+            r["vs_sklearn"] = compare(r["objectives"], ref["objectives"])
+        if ours is not None and r is not ours:
+            r["torch_vs"] = compare(ours["objectives"], r["objectives"])
+            r["torch_speedup"] = r["seconds"] / ours["seconds"]
         r["speedup"] = ref["seconds"] / r["seconds"] if ref is not None else None
         flags = [x["converged"] for x in r["search"]] + [r["final"].converged]
         r["converged"] = {"fits": len(flags), "converged": sum(flags)}
     return rows
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    head = ("| problem | shape | backend | device | seconds | speedup | test % | C | gap |"
-            " obj <= sklearn | converged | passes | iterations | f32 time | f64 time |\n"
-            + "|---" * 15 + "|")  # fmt: skip
-    lines = [head]
-    for res in results:
-        for r in res["rows"]:
-            vs = r.get("vs_sklearn")
-            cmp = f"{vs['at_or_below']}/{vs['common_C']} C" if vs else "-"
-            speed = f"{r['speedup']:.1f}x" if r["speedup"] else "-"
-            lines.append(
-                f"| {res['problem']} | {res['shape']} | {r['backend']} | {r['device']} | "
-                f"{r['seconds']:.1f} | {speed} | {r['test']:.2f} | {r['C']:.3g} | "
-                f"{r['gap']:.1e} | {cmp} | {r['converged']['converged']}/"
-                f"{r['converged']['fits']} | {_na(r['passes'], '{:,}')} | "
-                f"{r['iterations']:,} | {_na(r['f32_share'], '{:.0%}')} | "
-                f"{_na(r['f64_share'], '{:.0%}')} |"
-            )
-    return "\n".join(lines)
-
-
-def _na(value: Any, fmt: str) -> str:
-    return "n/a" if value is None else fmt.format(value)
+def compare(mine: dict[float, float], theirs: dict[float, float]) -> dict[str, Any]:
+    """At the C values both searched: how often `mine` is at or below `theirs` (to float64
+    rounding, ROUNDING) and the largest relative difference (positive: mine above)."""
+    common = sorted(set(mine) & set(theirs))
+    rel = [(mine[C] - theirs[C]) / abs(theirs[C]) for C in common]
+    return {"common_C": len(common), "at_or_below": sum(d <= ROUNDING for d in rel),
+            "max_rel_diff": max(rel) if rel else None}  # fmt: skip
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -183,7 +187,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--backends",
         default="auto",
-        help="comma list of sklearn, torch, cuml; auto: sklearn,torch (+cuml on GPU)",
+        help="comma list of sklearn, torch, cuml, sklearnex, cyanure; auto: sklearn,torch "
+        "(+cuml on GPU)",
+    )
+    ap.add_argument(
+        "--peers",
+        action="store_true",
+        help="add the peers: sklearnex and cyanure (pip install -e '.[bench]'), cuml on GPU; "
+        "one that cannot run here prints n/a and why",
     )
     ap.add_argument("--device", default="auto", help="torch backend device: auto, cpu, cuda")
     ap.add_argument("--seed", type=int, default=0)
@@ -199,55 +210,45 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("sklearnex").setLevel(logging.WARNING)  # a line per fit and predict
     args = parse(argv)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = device.startswith("cuda")
     backends = args.backends.split(",") if args.backends != "auto" else (
-        ["torch", "sklearn"] + (["cuml"] if device.startswith("cuda") else []))  # fmt: skip
+        ["torch", "sklearn"] + (["cuml"] if gpu else []))  # fmt: skip
+    if args.peers:
+        backends += [p for p in peers.PEERS if p not in backends]
     backends = sorted(backends, key=lambda b: b == "sklearn")  # the slow reference last
     results = []
     for name in args.problems.split(","):
         todo = backends
-        if args.backends == "auto" and name == "imagenet" and device.startswith("cuda"):
+        if args.backends == "auto" and name == "imagenet" and gpu:
             todo = [b for b in backends if b != "sklearn"]  # days on CPU: not run by default
-        prob = problems.build(name, gpu=device.startswith("cuda"), seed=args.seed,
-                              max_train=args.max_train, quick=args.quick)  # fmt: skip
-        rows = []
-        for backend in todo:
-            log.info("%s (%s): %s on %s ...", name, prob.shape, backend, device)
-            row = run_backend(backend, device, prob)
-            log.info("%s %s: %.1fs, test %.2f at C=%.3g", name, backend, row["seconds"],
-                     row["test"], row["C"])  # fmt: skip
-            rows.append(row)
+        prob = problems.build(name, gpu=gpu, seed=args.seed, max_train=args.max_train,
+                              quick=args.quick)  # fmt: skip
+        rows = [_run_or_na(backend, device, prob) for backend in todo]
         results.append({"problem": name, "shape": prob.shape, "note": prob.note,
                         "threads": torch.get_num_threads(),
                         "rows": summarise(prob, rows)})  # fmt: skip
         print(table(results[-1:]), flush=True)
     print("\n" + table(results))
-    print(
-        "gap: (objective - tight optimum) / optimum at the chosen C, float64; "
-        "obj <= sklearn: searched C values where the objective is at or below sklearn's "
-        "(to 1e-12 relative, float64 rounding); "
-        "converged: fits (search and refit) meeting the paper's gradient rule; "
-        "passes: matmul pairs over X (torch: float32 and float64 passes and the float64 "
-        "certificates; sklearn: scipy's loss-and-gradient calls); iterations: L-BFGS "
-        "iterations of the search and the refit; f32/f64 time: share of the seconds spent "
-        "in passes of that precision"
-    )
+    print(LEGEND)
     if args.out:
-        Path(args.out).write_text(json.dumps(_jsonable(results), indent=2))
+        Path(args.out).write_text(json.dumps(jsonable(results), indent=2))
     return 0
 
 
-def _jsonable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keep = ("backend", "device", "seconds", "speedup", "test", "C", "gap", "vs_sklearn", "search",
-            "objectives", "converged", "passes", "passes_by_kind", "iterations", "f32_share",
-            "f64_share", "why_na")  # fmt: skip
-    return [
-        {
-            **{k: v for k, v in res.items() if k != "rows"},
-            "rows": [{k: r.get(k) for k in keep} for r in res["rows"]],
-        }
-        for res in results
-    ]
+def _run_or_na(backend: str, device: str, prob: problems.Problem) -> dict[str, Any]:
+    """One backend's row; a peer that cannot run here gets an n/a row that says why."""
+    why = peers.unavailable(backend, gpu=device.startswith("cuda")) if (
+        backend in peers.PEERS) else None  # fmt: skip
+    if why:
+        log.warning("%s: %s n/a: %s", prob.name, backend, why)
+        return missing_row(backend, why)
+    log.info("%s (%s): %s on %s ...", prob.name, prob.shape, backend, device)
+    row = run_backend(backend, device, prob)
+    log.info("%s %s: %.1fs, test %.2f at C=%.3g", prob.name, backend, row["seconds"],
+             row["test"], row["C"])  # fmt: skip
+    return row

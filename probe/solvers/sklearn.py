@@ -66,15 +66,21 @@ class SklearnSolver(Solver):
     def release(self) -> None:
         self._source = self._x64 = None
 
+    def estimator(self) -> type:
+        """The estimator class fitted (a drop-in with scikit-learn's API may replace it: the
+        solver bench's scikit-learn-intelex peer)."""
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression
+
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, C: float, num_classes: int, init: Fit | None = None
     ) -> Fit:
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
 
         X64 = self.float64(X)
-        model = LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter,
-                                   tol=self.tol / len(y))  # fmt: skip
+        model = self.estimator()(C=C, solver="lbfgs", max_iter=self.max_iter,
+                                 tol=self.tol / len(y))  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X64, y)
