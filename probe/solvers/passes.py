@@ -70,10 +70,12 @@ def evaluate(
     steps = thetas if caches is None else [
         t - c["theta"] if "Z" in c else t for t, c in zip(thetas, caches, strict=True)
     ]  # fmt: skip
-    orig = [torch.cat([w, b[:, None]], 1) for w, b in map(p.from_work, steps)]
     mm = torch.float64 if mode == "float64" else torch.float32
+    # float32 passes: the changes of basis in float32 too (their rounding is below the
+    # pass's; measured: docs/solvers.md, "Peers and small problems")
+    orig = [torch.cat([w, b[:, None]], 1) for w, b in (p.from_work(t, dtype=mm) for t in steps)]
     W = torch.cat([t[:, :d] for t in orig]).to(mm)  # (h*k, d)
-    b = torch.cat([t[:, d] for t in orig])  # float64 (h*k,)
+    b = torch.cat([t[:, d] for t in orig])  # (h*k,) in the pass precision
     prev = _previous_logits(p, caches) if caches is not None else None
     per_row = h * k * 8 * 3 + (d * 8 if mm == torch.float64 else 0)
     rows = chunk_rows(p.n, per_row, chunk_bytes=chunk_bytes, device=str(p.device))
@@ -106,7 +108,7 @@ def evaluate(
         if caches is not None:
             caches[j].update(theta=thetas[j], Z=prev[:, j * k : (j + 1) * k])
         g = torch.cat([gw[j * k : (j + 1) * k], gb[j * k : (j + 1) * k, None]], 1) / p.n
-        g = p.grad_to_work(g)
+        g = p.grad_to_work(g, dtype=mm)
         out.append((float(loss[j]) / p.n, g if scales is None else g * scales[j]))
     if counter is not None:
         counter.add(mode, heads=h, seconds=time.perf_counter() - start)

@@ -132,19 +132,40 @@ class Problem:
         """(K, D+1) working parameters (W U | b + W m) from original ones."""
         return torch.cat([coef @ self.basis, (intercept + coef @ self.mean)[:, None]], 1)
 
-    def from_work(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coef = theta[:, : self.dim] @ self.basis.T
-        return coef, theta[:, self.dim] - coef @ self.mean
+    def _cast(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The basis and mean in `dtype`: float32 ones (kept) for float32 passes, where a
+        change of basis rounded to float32 is below the pass's own rounding."""
+        if dtype == torch.float64:
+            return self.basis, self.mean
+        if getattr(self, "_f32", None) is None:
+            self._f32 = (self.basis.to(torch.float32), self.mean.to(torch.float32))
+        return self._f32
 
-    def grad_to_work(self, g: torch.Tensor) -> torch.Tensor:
-        """The inverse of `grad_to_original`."""
+    def from_work(
+        self, theta: torch.Tensor, *, dtype: torch.dtype = torch.float64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Original (coef, intercept) of a working point, computed in `dtype`."""
+        basis, mean = self._cast(dtype)
+        theta = theta.to(dtype)
+        coef = theta[:, : self.dim] @ basis.T
+        return coef, theta[:, self.dim] - coef @ mean
+
+    def grad_to_work(self, g: torch.Tensor, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The inverse of `grad_to_original` (computed in `dtype`, returned in float64)."""
+        basis, mean = self._cast(dtype)
+        g = g.to(dtype)
         gb = g[:, self.dim :]
-        return torch.cat([(g[:, : self.dim] - gb * self.mean) @ self.basis, gb], 1)
+        out = torch.cat([(g[:, : self.dim] - gb * mean) @ basis, gb], 1)
+        return out.to(torch.float64)
 
-    def grad_to_original(self, g: torch.Tensor) -> torch.Tensor:
+    def grad_to_original(
+        self, g: torch.Tensor, *, dtype: torch.dtype = torch.float64
+    ) -> torch.Tensor:
         """The gradient in original coordinates from the working one (chain rule)."""
+        basis, mean = self._cast(dtype)
+        g = g.to(dtype)
         gb = g[:, self.dim :]
-        return torch.cat([g[:, : self.dim] @ self.basis.T + gb * self.mean, gb], 1)
+        return torch.cat([g[:, : self.dim] @ basis.T + gb * mean, gb], 1).to(torch.float64)
 
 
 def _principal_axes(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -58,8 +58,10 @@ class Track:
         p, scale = self.p, self.scale
         last = mode == FINISHING[-1]
 
+        check = torch.float64 if mode == "float64" else torch.float32  # as the pass's
+
         def grad_max(g: torch.Tensor) -> float:
-            return float(p.grad_to_original(g / scale).abs().max())
+            return float(p.grad_to_original(g / scale, dtype=check).abs().max())
 
         return HeadSpec(reg=self.reg * scale[:-1] ** 2, gtol=tol, max_iter=budget,
                         theta0=self.theta, memory=memory, mem0=self.mem, ev0=self.ev,
