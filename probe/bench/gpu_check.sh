@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# One GPU, one go: extraction throughput of both MLCD shapes (random weights, no download), of
-# the token cache (L/14 tokens, full and pooled), plus the solver bench and the attentive probe's. Prints each number and keeps them as JSON under $OUT.
+# One GPU, one go: extraction throughput of both MLCD shapes against the forward-only ceiling
+# (random weights, no download; goal: ratio 0.9), of the token cache (L/14 tokens, full and
+# pooled), the ImageNet search plus refit at the paper's rule (goal: under 5 minutes) with
+# cuML's search on the same features beside it, k-NN, and the attentive probe. Installs
+# nothing: a peer that is not installed prints n/a. Prints each number, keeps JSON under $OUT.
 #   bash probe/bench/gpu_check.sh                    # on a GPU node, from the repo root
 #   OUT=/tmp/bench N_IMAGES=8192 bash probe/bench/gpu_check.sh
 set -uo pipefail
@@ -25,7 +28,15 @@ python -m probe.bench extract encoder=mlcd_l14 encoder.feature=tokens --random-w
 python -m probe.bench extract encoder=mlcd_l14 encoder.feature=tokens encoder.token_pool=8 \
     --random-weights --batch-size 256 --n-images "$N_IMAGES" --images "$OUT/jpegs" \
     --json "$OUT/extract_mlcd_l14_tokens_pool8.json" || status=1
-python -m probe.bench solvers 2>&1 | tee "$OUT/solvers.txt" || status=1
+# the full 1,281,167 x 1,024 x 1,000 problem on the GPU: torch and cuML side by side (cuML
+# prints n/a with its install command where it is missing); then the CIFAR-100 shape
+python -m probe.bench solvers --problems imagenet --backends torch,cuml \
+    --out "$OUT/solvers_imagenet.json" 2>&1 | tee "$OUT/solvers_imagenet.txt" || status=1
+python -m probe.bench solvers --problems cifar100,fine --backends torch,cuml \
+    --out "$OUT/solvers_small.json" 2>&1 | tee "$OUT/solvers_small.txt" || status=1
+# k-NN of the ImageNet shape (the GPU defaults of `probe.bench evals`)
+python -m probe.bench evals --skip fewshot --skip attentive --json "$OUT/knn.json" 2>&1 \
+    | tee "$OUT/knn.txt" || status=1
 # eval=attentive: 20 heads together against one alone, on an ImageNet-shaped token subsample
 # (ViT-L/14 at 224 px: 257 tokens x 1,024, 1,000 classes; 16,384 rows, 8.6 GB of float16)
 python -m probe.bench evals --skip knn --skip fewshot --rows 16384 --tokens 257 \
