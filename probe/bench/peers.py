@@ -16,12 +16,14 @@ the peer reported about itself. None is a dependency: `pip install -e ".[bench]"
   Only `lbfgs` is dispatched (`newton-cg` in preview mode only, lines 936-941); it keeps 50
   correction pairs instead of scikit-learn's 10 (`"maxcor": 50`, line 375).
 - **cyanure** (1.2.2, as iBOT's and MSN's logistic evaluations use it): `Classifier(loss=
-  "multiclass-logistic", penalty="l2", fit_intercept=True)` minimises `mean loss +
-  lambda_1 / 2 ||W||^2` with an unregularised intercept (`cyanure/estimators.py`, lines
-  133-181), so `lambda_1 = 1 / (C N)` is scikit-learn's objective divided by C N. Its `tol` is
-  a relative duality gap, `f - f* <= tol f` (lines 210-216), not a gradient rule: we run it at
-  `CYANURE_TOL` and report how far from the paper's rule each fit stops. Its `n_iter_` counts
-  epochs of its incremental solver (lines 218-220): the bench's passes for it.
+  "multiclass-logistic", penalty="l2", fit_intercept=True)`: the loss, the penalty
+  `lambda_1 / 2 ||W||^2` and the unregularised intercept are in `cyanure/estimators.py`,
+  lines 116-181; that the loss is averaged over rows is not written there, and is checked
+  instead: at `lambda_1 = 1 / (C N)` its fits reach scikit-learn's objective (to 1e-7 in
+  `tests/test_solvers_bench.py`). Its `tol` is a relative duality gap, `f - f* <= tol f`
+  (lines 210-216), not a gradient rule: we run it at `CYANURE_TOL` and report how far from
+  the paper's rule each fit stops. Its `n_iter_` counts epochs of its incremental solver
+  (lines 218-220): the bench's passes for it.
 - **cuml** is our own `probe=cuml` backend (`probe.solvers.cuml`): GPU only.
 """
 
