@@ -39,6 +39,7 @@ from probe.solvers.base import Fit
 from probe.solvers.sklearn import SklearnSolver, fit_from_model
 
 PEERS = ("sklearnex", "cyanure", "cuml")
+CPU_PEERS = ("sklearnex", "cyanure")
 MODULES = {"sklearnex": "sklearnex", "cyanure": "cyanure", "cuml": "cuml"}
 INSTALL = {
     "sklearnex": 'pip install -e ".[bench]" (scikit-learn-intelex)',

@@ -224,8 +224,8 @@ def main(argv: list[str]) -> int:
     results = []
     for name in args.problems.split(","):
         todo = backends
-        if args.backends == "auto" and name == "imagenet" and gpu:
-            todo = [b for b in backends if b != "sklearn"]  # days on CPU: not run by default
+        if args.backends == "auto" and name == "imagenet" and gpu:  # days on CPU: not run
+            todo = [b for b in backends if b not in ("sklearn", *peers.CPU_PEERS)]
         prob = problems.build(name, gpu=gpu, seed=args.seed, max_train=args.max_train,
                               quick=args.quick)  # fmt: skip
         rows = [_run_or_na(backend, device, prob) for backend in todo]
