@@ -40,7 +40,6 @@ from probe.solvers.sklearn import SklearnSolver, fit_from_model
 
 PEERS = ("sklearnex", "cyanure", "cuml")
 CPU_PEERS = ("sklearnex", "cyanure")
-MODULES = {"sklearnex": "sklearnex", "cyanure": "cyanure", "cuml": "cuml"}
 INSTALL = {
     "sklearnex": 'pip install -e ".[bench]" (scikit-learn-intelex)',
     "cyanure": 'pip install -e ".[bench]" (cyanure)',
@@ -60,7 +59,7 @@ def unavailable(name: str, *, gpu: bool) -> str | None:
     """Why peer `name` cannot run here, with the install command; None when it can."""
     if name == "cuml" and not gpu:
         return f"no CUDA GPU here (cuML runs only on one: {INSTALL['cuml']})"
-    if importlib.util.find_spec(MODULES[name]) is None:
+    if importlib.util.find_spec(name) is None:  # each peer imports under its own name
         return f"not installed: {INSTALL[name]}"
     return None
 

@@ -116,6 +116,7 @@ class Problem:
         self.k = len(self.present)
         self.binary = self.k == 2
         self.mean, self.basis, self.spectrum = res.mean, res.basis, res.spectrum
+        self._f32: tuple[torch.Tensor, torch.Tensor] | None = None  # see `_cast`
 
     def scale(self, reg: float, curv: float) -> torch.Tensor:
         """Per-column step scaling (D+1,): 1/sqrt of the curvature a column roughly has.
@@ -137,7 +138,7 @@ class Problem:
         change of basis rounded to float32 is below the pass's own rounding."""
         if dtype == torch.float64:
             return self.basis, self.mean
-        if getattr(self, "_f32", None) is None:
+        if self._f32 is None:
             self._f32 = (self.basis.to(torch.float32), self.mean.to(torch.float32))
         return self._f32
 
